@@ -1,0 +1,302 @@
+"""Settings from the environment, validated once at start-up.
+
+Every problem is collected and reported together, one line each, so a
+developer fixing a deployment sees the whole list instead of playing
+whack-a-mole with tracebacks.  Secret values are wrapped in :class:`Secret`
+so that no ``repr``, log line or error message can leak them by accident.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+Dialect = Literal["ga", "beta", "azure"]
+AudioMode = Literal["passthrough", "pcm16"]
+VadType = Literal["server_vad", "semantic_vad", "none"]
+
+VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
+DEFAULT_INSTRUCTIONS = (
+    "You are a friendly, concise voice assistant answering a phone call. "
+    "Keep answers short and conversational; the caller can interrupt you at any time."
+)
+
+
+class Secret:
+    """A string that refuses to show itself in reprs, logs and f-strings."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class ConfigError(Exception):
+    """One or more settings are wrong; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class TurnDetection:
+    """The model's turn detection; ``type='none'`` means the bridge never expects VAD."""
+
+    type: VadType = "server_vad"
+    threshold: float = 0.5
+    silence_duration_ms: int = 500
+    prefix_padding_ms: int = 300
+    eagerness: str = "auto"
+    create_response: bool = True
+    interrupt_response: bool = True
+
+    @property
+    def server_interrupts(self) -> bool:
+        """True when the model cancels its own response on caller speech."""
+        return self.type != "none" and self.interrupt_response
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """What the voice agent is: its prompt, voice, greeting, turn taking and tools."""
+
+    name: str = "default"
+    instructions: str = DEFAULT_INSTRUCTIONS
+    voice: str = "marin"
+    greeting: str | None = None
+    turn_detection: TurnDetection = field(default_factory=TurnDetection)
+    transcription_model: str | None = "gpt-4o-transcribe"
+    tools: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service needs, validated.  Build with :func:`load_settings`."""
+
+    openai_api_key: Secret | None = None
+    realtime_url: str = "wss://api.openai.com/v1/realtime"
+    realtime_model: str = "gpt-realtime"
+    dialect: Dialect = "ga"
+    audio_mode: AudioMode = "passthrough"
+    public_url: str | None = None
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    twilio_account_sid: str | None = None
+    twilio_auth_token: Secret | None = None
+    twilio_api_key: str | None = None
+    twilio_api_secret: Secret | None = None
+    insecure_dev: bool = False
+    max_calls: int = 200
+    max_call_seconds: int = 3600
+    max_message_bytes: int = 256 * 1024
+    transfer_numbers: tuple[str, ...] = ()
+    database_url: str = "sqlite:///bridge.db"
+    tapes_dir: str | None = None
+    agents_file: str | None = None
+    log_level: str = "INFO"
+
+    @property
+    def stream_url(self) -> str | None:
+        """The ``wss://`` Media Streams URL Twilio connects to, derived from PUBLIC_URL."""
+        if not self.public_url:
+            return None
+        return websocket_url(self.public_url, "/media-stream")
+
+    def with_changes(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def websocket_url(public_url: str, path: str) -> str:
+    """Map the https base URL to the ws(s) URL of ``path`` (http→ws, https→wss)."""
+    parts = urlsplit(public_url)
+    scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
+    base = parts.path.rstrip("/")
+    return urlunsplit((scheme, parts.netloc, base + path, "", ""))
+
+
+def http_url(public_url: str, path: str) -> str:
+    parts = urlsplit(public_url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + path, "", ""))
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class _Reader:
+    """Reads typed values from the environment, collecting problems instead of raising."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def text(self, name: str, default: str | None = None) -> str | None:
+        value = self.env.get(name)
+        if value is None or value.strip() == "":
+            return default
+        return value.strip()
+
+    def secret(self, name: str) -> Secret | None:
+        value = self.text(name)
+        return Secret(value) if value else None
+
+    def choice(self, name: str, options: tuple[str, ...], default: str) -> str:
+        value = (self.text(name, default) or default).lower()
+        if value not in options:
+            self.problems.append(f"{name}={value!r} is not one of: {', '.join(options)}")
+            return default
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.text(name)
+        if value is None:
+            return default
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        self.problems.append(f"{name}={value!r} is not a boolean (use 1/0, true/false)")
+        return default
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        value = self.text(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            self.problems.append(f"{name}={value!r} is not a whole number")
+            return default
+        if not low <= number <= high:
+            self.problems.append(f"{name}={number} is out of range [{low}, {high}]")
+            return default
+        return number
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        value = self.text(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            self.problems.append(f"{name}={value!r} is not a number")
+            return default
+        if not low <= number <= high:
+            self.problems.append(f"{name}={number} is out of range [{low}, {high}]")
+            return default
+        return number
+
+    def url(self, name: str, default: str | None, schemes: tuple[str, ...]) -> str | None:
+        value = self.text(name, default)
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not parts.netloc:
+            self.problems.append(
+                f"{name}={value!r} must be an absolute URL starting with "
+                + " or ".join(f"{s}://" for s in schemes)
+            )
+            return default
+        if name == "PUBLIC_URL" and parts.query:
+            self.problems.append(f"{name} must not carry a query string")
+        return value.rstrip("/")
+
+
+def load_turn_detection(read: _Reader) -> TurnDetection:
+    vad_type = read.choice("VAD_TYPE", ("server_vad", "semantic_vad", "none"), "server_vad")
+    return TurnDetection(
+        type=vad_type,  # type: ignore[arg-type]
+        threshold=read.number("VAD_THRESHOLD", 0.5, 0.0, 1.0),
+        silence_duration_ms=read.integer("VAD_SILENCE_MS", 500, 0, 10_000),
+        prefix_padding_ms=read.integer("VAD_PREFIX_PADDING_MS", 300, 0, 10_000),
+        eagerness=read.choice("VAD_EAGERNESS", ("low", "medium", "high", "auto"), "auto"),
+        create_response=read.boolean("VAD_CREATE_RESPONSE", True),
+        interrupt_response=read.boolean("VAD_INTERRUPT_RESPONSE", True),
+    )
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting; raise :class:`ConfigError` listing all problems."""
+    read = _Reader(os.environ if env is None else env)
+    voice = read.choice("AGENT_VOICE", VOICES, "marin")
+    transcription = read.text("AGENT_TRANSCRIPTION_MODEL", "gpt-4o-transcribe")
+    agent = AgentConfig(
+        instructions=read.text("AGENT_INSTRUCTIONS", DEFAULT_INSTRUCTIONS) or DEFAULT_INSTRUCTIONS,
+        voice=voice,
+        greeting=read.text("AGENT_GREETING"),
+        turn_detection=load_turn_detection(read),
+        transcription_model=None if transcription == "none" else transcription,
+        tools=tuple(t.strip() for t in (read.text("AGENT_TOOLS") or "").split(",") if t.strip()),
+    )
+    transfer = tuple(
+        n.strip() for n in (read.text("TRANSFER_NUMBERS") or "").split(",") if n.strip()
+    )
+    for number in transfer:
+        if not (number.startswith("+") and number[1:].isdigit()) and not number.startswith("sip:"):
+            read.problems.append(
+                f"TRANSFER_NUMBERS entry {number!r} is not an E.164 number (+15551234567) "
+                "or sip: URI"
+            )
+    settings = Settings(
+        openai_api_key=read.secret("OPENAI_API_KEY"),
+        realtime_url=read.url(
+            "OPENAI_REALTIME_URL", "wss://api.openai.com/v1/realtime", ("ws", "wss")
+        )
+        or "wss://api.openai.com/v1/realtime",
+        realtime_model=read.text("OPENAI_REALTIME_MODEL", "gpt-realtime") or "gpt-realtime",
+        dialect=read.choice("OPENAI_REALTIME_DIALECT", ("ga", "beta", "azure"), "ga"),  # type: ignore[arg-type]
+        audio_mode=read.choice("BRIDGE_AUDIO", ("passthrough", "pcm16"), "passthrough"),  # type: ignore[arg-type]
+        public_url=read.url("PUBLIC_URL", None, ("https", "http")),
+        agent=agent,
+        twilio_account_sid=read.text("TWILIO_ACCOUNT_SID"),
+        twilio_auth_token=read.secret("TWILIO_AUTH_TOKEN"),
+        twilio_api_key=read.text("TWILIO_API_KEY"),
+        twilio_api_secret=read.secret("TWILIO_API_SECRET"),
+        insecure_dev=read.boolean("BRIDGE_INSECURE_DEV", False),
+        max_calls=read.integer("BRIDGE_MAX_CALLS", 200, 1, 100_000),
+        max_call_seconds=read.integer("BRIDGE_MAX_CALL_SECONDS", 3600, 10, 24 * 3600),
+        max_message_bytes=read.integer("BRIDGE_MAX_MESSAGE_BYTES", 256 * 1024, 4096, 16 * 2**20),
+        transfer_numbers=transfer,
+        database_url=read.text("DATABASE_URL", "sqlite:///bridge.db") or "sqlite:///bridge.db",
+        tapes_dir=read.text("BRIDGE_TAPES_DIR"),
+        agents_file=read.text("BRIDGE_AGENTS_FILE"),
+        log_level=read.choice(
+            "LOG_LEVEL", ("debug", "info", "warning", "error"), "info"
+        ).upper(),
+    )
+    if read.problems:
+        raise ConfigError(read.problems)
+    return settings
+
+
+def require_for_serving(settings: Settings) -> list[str]:
+    """Problems that only matter when serving real calls (not for the demo or tests)."""
+    problems = []
+    if not settings.openai_api_key:
+        problems.append("OPENAI_API_KEY is required to serve calls (it is never logged)")
+    if not settings.public_url:
+        problems.append(
+            "PUBLIC_URL is required to serve calls: the https:// base URL Twilio reaches, "
+            "e.g. https://abc123.ngrok.app"
+        )
+    return problems
