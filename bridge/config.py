@@ -110,10 +110,12 @@ class Settings:
     max_call_seconds: int = 3600
     max_message_bytes: int = 256 * 1024
     transfer_numbers: tuple[str, ...] = ()
-    database_url: str = "sqlite:///bridge.db"
+    database_url: Secret = field(default_factory=lambda: Secret("sqlite:///bridge.db"))
     tapes_dir: str | None = None
     agents_file: str | None = None
     log_level: str = "INFO"
+    overflow: Literal["busy", "fallback"] = "busy"
+    preconnect: bool = True
 
     @property
     def stream_url(self) -> str | None:
@@ -277,12 +279,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_call_seconds=read.integer("BRIDGE_MAX_CALL_SECONDS", 3600, 10, 24 * 3600),
         max_message_bytes=read.integer("BRIDGE_MAX_MESSAGE_BYTES", 256 * 1024, 4096, 16 * 2**20),
         transfer_numbers=transfer,
-        database_url=read.text("DATABASE_URL", "sqlite:///bridge.db") or "sqlite:///bridge.db",
+        database_url=Secret(
+            read.text("DATABASE_URL", "sqlite:///bridge.db") or "sqlite:///bridge.db"
+        ),
         tapes_dir=read.text("BRIDGE_TAPES_DIR"),
         agents_file=read.text("BRIDGE_AGENTS_FILE"),
-        log_level=read.choice(
-            "LOG_LEVEL", ("debug", "info", "warning", "error"), "info"
-        ).upper(),
+        overflow=read.choice("BRIDGE_OVERFLOW", ("busy", "fallback"), "busy"),  # type: ignore[arg-type]
+        preconnect=read.boolean("BRIDGE_PRECONNECT", True),
+        log_level=read.choice("LOG_LEVEL", ("debug", "info", "warning", "error"), "info").upper(),
     )
     if read.problems:
         raise ConfigError(read.problems)
@@ -299,4 +303,17 @@ def require_for_serving(settings: Settings) -> list[str]:
             "PUBLIC_URL is required to serve calls: the https:// base URL Twilio reaches, "
             "e.g. https://abc123.ngrok.app"
         )
+    return problems
+
+
+def startup_problems(settings: Settings) -> list[str]:
+    """Everything that stops ``serve`` from starting safely, one line each."""
+    problems = require_for_serving(settings)
+    if not settings.twilio_auth_token and not settings.insecure_dev:
+        problems.append(
+            "TWILIO_AUTH_TOKEN is required: without it nobody can check that requests come "
+            "from Twilio. For local experiments only, set BRIDGE_INSECURE_DEV=1"
+        )
+    if settings.twilio_api_key and not settings.twilio_api_secret:
+        problems.append("TWILIO_API_KEY is set but TWILIO_API_SECRET is not")
     return problems

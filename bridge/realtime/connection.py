@@ -1,0 +1,110 @@
+"""Opening Realtime connections, including ahead of time.
+
+Twilio fetches the TwiML, then opens the Media Stream, then sends ``start``:
+that takes a round trip or two.  Opening the model's WebSocket (TLS + HTTP
+upgrade, often 100-300 ms) during that gap, keyed by CallSid, means the model
+is ready the moment ``start`` arrives.  A pre-opened connection nobody claims
+is closed after a short while so it never leaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from bridge.config import Secret
+from bridge.realtime.dialects import DialectSpec
+
+log = logging.getLogger("bridge.realtime")
+
+
+@dataclass(frozen=True)
+class ModelEndpoint:
+    """Where and how to reach the Realtime server (the key stays wrapped)."""
+
+    url: str
+    model: str
+    dialect: DialectSpec
+    api_key: Secret | None
+    open_timeout_s: float = 10.0
+    max_frame_bytes: int = 16 * 2**20
+
+    async def open(self) -> ClientConnection:
+        """Connect; the error message names the host, never the key."""
+        key = self.api_key.reveal() if self.api_key else ""
+        url = self.dialect.connect_url(self.url, self.model)
+        try:
+            return await connect(
+                url,
+                additional_headers=self.dialect.headers(key),
+                open_timeout=self.open_timeout_s,
+                close_timeout=1.0,
+                max_size=self.max_frame_bytes,
+                compression=None,
+                max_queue=64,
+                user_agent_header="twilio-realtime-bridge",
+                proxy=None,
+            )
+        except Exception as exc:
+            # websockets' InvalidStatus message carries the status line only; keep the
+            # class and the text but make sure the key never slips into it.
+            text = str(exc).replace(key, "***") if key else str(exc)
+            raise ConnectionError(f"cannot reach the Realtime server at {url}: {text}") from None
+
+
+class ModelConnector:
+    """Opens model connections, optionally before the stream starts."""
+
+    def __init__(self, endpoint: ModelEndpoint, warm_ttl_s: float = 15.0) -> None:
+        self.endpoint = endpoint
+        self.warm_ttl_s = warm_ttl_s
+        self._warm: dict[str, asyncio.Task[ClientConnection]] = {}
+
+    def preconnect(self, call_sid: str) -> None:
+        """Start opening a connection for ``call_sid`` now (from the TwiML webhook)."""
+        if call_sid in self._warm:
+            return
+        task = asyncio.ensure_future(self.endpoint.open())
+        self._warm[call_sid] = task
+        asyncio.get_running_loop().call_later(self.warm_ttl_s, self._expire, call_sid, task)
+
+    def _expire(self, call_sid: str, task: asyncio.Task[ClientConnection]) -> None:
+        if self._warm.get(call_sid) is not task:
+            return
+        del self._warm[call_sid]
+        log.info("call %s: stream never started; closing the pre-opened model connection", call_sid)
+        asyncio.ensure_future(_discard(task))
+
+    async def take(self, call_sid: str) -> ClientConnection:
+        """The pre-opened connection for ``call_sid`` if it worked, else a fresh one."""
+        task = self._warm.pop(call_sid, None)
+        if task is not None:
+            try:
+                connection = await task
+            except Exception as exc:  # noqa: BLE001 - fall back to a fresh attempt
+                log.info("pre-opened model connection failed (%s); retrying", exc)
+            else:
+                if connection.close_code is None:
+                    return connection
+        return await self.endpoint.open()
+
+    @property
+    def warm_count(self) -> int:
+        return len(self._warm)
+
+    async def close(self) -> None:
+        tasks = list(self._warm.values())
+        self._warm.clear()
+        await asyncio.gather(*(_discard(t) for t in tasks), return_exceptions=True)
+
+
+async def _discard(task: asyncio.Task[ClientConnection]) -> None:
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(BaseException):
+        connection = await task
+        await connection.close()

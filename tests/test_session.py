@@ -1,0 +1,480 @@
+"""The call core over hand-written event sequences, including the nasty orders."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from bridge.core.actions import (
+    CallControl,
+    ConnectModel,
+    EndCall,
+    Notice,
+    RunTool,
+    StreamStarted,
+    TranscriptLine,
+    Usage,
+)
+from bridge.core.session import ControlRequest, Phase
+from tests.scripted_call import ScriptedCall, marks, to_model, to_twilio
+
+
+def test_start_waits_for_authorisation_before_connecting_the_model() -> None:
+    call = ScriptedCall()
+    out = call.twilio(
+        {
+            "event": "start",
+            "sequenceNumber": "1",
+            "streamSid": "MZ1",
+            "start": {"streamSid": "MZ1", "callSid": "CA1", "customParameters": {"t": "x"}},
+        }
+    )
+    assert [type(a) for a in out] == [StreamStarted]
+    assert out[0].info.custom_parameters == {"t": "x"}  # type: ignore[union-attr]
+    # Audio before the model is up is held, not lost and not sent anywhere yet.
+    assert call.media() == []
+    assert call.session.accept_stream(0) == [ConnectModel()]
+    sent = to_model(call.session.model_connected(0))
+    assert [e["type"] for e in sent] == ["session.update", "input_audio_buffer.append"]
+    assert sent[0]["session"]["audio"]["input"]["format"] == {"type": "audio/pcmu"}
+    assert sent[0]["session"]["audio"]["input"]["turn_detection"]["interrupt_response"] is True
+
+
+def test_normal_turn_forwards_audio_both_ways_with_a_mark_per_chunk() -> None:
+    call = ScriptedCall()
+    call.start()
+    appended = to_model(call.media(), "input_audio_buffer.append")
+    # Passthrough: the caller's base64 goes to the model untouched.
+    assert appended == [
+        {"type": "input_audio_buffer.append", "audio": base64.b64encode(b"\xff" * 160).decode()}
+    ]
+    call.response_created()
+    out = call.delta("item_a", 800)
+    media = to_twilio(out, "media")
+    assert media[0] == {
+        "event": "media",
+        "streamSid": call.session.stream.stream_sid,  # type: ignore[union-attr]
+        "media": {"payload": base64.b64encode(b"\x55" * 800).decode()},
+    }
+    names = marks(out)
+    assert len(media) == 1 and len(names) == 1 and names[0].endswith(":item_a:100")
+    out2 = call.delta("item_a", 400)
+    assert marks(out2)[0].endswith(":item_a:150")
+    call.model("response.output_audio_transcript.done", item_id="item_a", transcript="Hello there")
+    call.audio_done("item_a")
+    done = call.response_done()
+    assert any(isinstance(a, Usage) and a.audio_out_ms == 150 for a in done)
+    # Transcript line only once the caller actually heard all of it.
+    assert not [a for a in call.actions if isinstance(a, TranscriptLine)]
+    call.at(200).mark(names[0])
+    out = call.at(260).mark(marks(out2)[0])
+    lines = [a for a in out if isinstance(a, TranscriptLine)]
+    assert lines == [TranscriptLine("agent", "Hello there", 0, 150, False, item_id="item_a")]
+    assert not to_twilio(call.actions, "clear")
+
+
+def test_barge_in_mid_reply_truncates_at_what_was_heard() -> None:
+    call = ScriptedCall()
+    call.start()
+    call.response_created()
+    names = [marks(call.delta("item_a", 800))[0] for _ in range(4)]  # 4 x 100 ms
+    call.model(
+        "response.output_audio_transcript.done",
+        item_id="item_a",
+        transcript="one two three four five six seven eight",
+    )
+    call.mark(names[0])
+    call.mark(names[1])  # 200 ms heard
+    out = call.at(500).speech_started()
+    assert to_twilio(out, "clear") == [
+        {"event": "clear", "streamSid": call.session.stream.stream_sid}
+    ]  # type: ignore[union-attr]
+    truncates = to_model(out, "conversation.item.truncate")
+    assert truncates == [
+        {
+            "type": "conversation.item.truncate",
+            "item_id": "item_a",
+            "content_index": 0,
+            "audio_end_ms": 200,
+        }
+    ]
+    # The server cancels by itself (interrupt_response=true): no extra cancel.
+    assert not to_model(out, "response.cancel")
+    # Clear is sent before the truncate: stopping the audio is the urgent part.
+    kinds = [getattr(a, "message", getattr(a, "event", None)) for a in out]
+    assert kinds.index(to_twilio(out, "clear")[0]) < kinds.index(truncates[0])
+    line = next(a for a in out if isinstance(a, TranscriptLine))
+    assert (
+        line.interrupted
+        and line.text == "one two three four"
+        and line.end_ms - line.start_ms == 200
+    )
+
+
+def test_barge_in_before_any_echo_truncates_at_zero() -> None:
+    call = ScriptedCall()
+    call.start()
+    call.response_created()
+    call.delta("item_a", 1600)
+    out = call.speech_started()
+    assert to_model(out, "conversation.item.truncate")[0]["audio_end_ms"] == 0
+    assert to_twilio(out, "clear")
+
+
+def test_barge_in_after_reply_fully_played_sends_nothing() -> None:
+    call = ScriptedCall()
+    call.start()
+    call.response_created()
+    name = marks(call.delta("item_a", 800))[0]
+    call.audio_done("item_a")
+    call.response_done()
+    call.mark(name)
+    out = call.speech_started()
+    assert not to_twilio(out) and not to_model(out)
+
+
+def test_played_but_still_generating_item_is_truncated_without_clear() -> None:
+    """All sent audio was heard, but the model may have generated more than we received."""
+    call = ScriptedCall()
+    call.start()
+    call.response_created()
+    call.mark(marks(call.delta("item_a", 800))[0])
+    out = call.speech_started()
+    assert not to_twilio(out, "clear")
+    assert to_model(out, "conversation.item.truncate")[0]["audio_end_ms"] == 100
+
+
+def test_marks_flushed_by_clear_are_ignored() -> None:
+    call = ScriptedCall()
+    call.start()
+    call.response_created()
+    names = [marks(call.delta("item_a", 800))[0] for _ in range(3)]
+    call.mark(names[0])
+    call.speech_started()
+    # Twilio echoes the pending marks after a clear: they mean "discarded", not "played".
+    before = call.session.stats["stale_marks"]
+    for name in names[1:]:
+        assert call.mark(name) == []
+    assert call.session.stats["stale_marks"] == before + 2
+    # A new reply uses a new generation and is tracked from zero.
+    call.response_done("resp_1", "cancelled", "turn_detected")
+    call.response_created("resp_2")
+    new = marks(call.delta("item_b", 800, rid="resp_2"))[0]
+    assert new.startswith("g1.") and new.endswith(":item_b:100")
+    call.mark(new)
+    out = call.speech_started("item_user_2")
+    assert to_model(out, "conversation.item.truncate")[0] == {
+        "type": "conversation.item.truncate",
+        "item_id": "item_b",
+        "content_index": 0,
+        "audio_end_ms": 100,
+    }
+
+
+def test_two_quick_barge_ins_truncate_once() -> None:
+    call = ScriptedCall()
+    call.start()
+    call.response_created()
+    call.delta("item_a", 800)
+    call.delta("item_a", 800)
+    first = call.speech_started("u1")
+    second = call.speech_started("u2")
+    assert len(to_model(first, "conversation.item.truncate")) == 1
+    assert not to_model(second) and not to_twilio(second)
+
+
+def test_late_deltas_of_the_interrupted_response_are_dropped() -> None:
+    call = ScriptedCall()
+    call.start()
+    call.response_created()
+    call.delta("item_a", 800)
+    call.speech_started()
+    assert call.delta("item_a", 800) == []
+    assert call.session.stats["deltas_dropped"] == 1
+    call.model("response.output_audio_transcript.delta", item_id="item_a", delta="late words")
+    assert not [a for a in call.actions if isinstance(a, TranscriptLine) and "late" in a.text]
+
+
+@pytest.mark.parametrize("interrupt_response", [True, False])
+def test_cancel_is_sent_only_when_the_server_will_not_interrupt(interrupt_response: bool) -> None:
+    call = ScriptedCall(interrupt_response=interrupt_response)
+    call.start()
+    call.response_created()
+    call.delta("item_a", 800)
+    out = call.speech_started()
+    assert bool(to_model(out, "response.cancel")) is (not interrupt_response)
+    assert to_model(out, "conversation.item.truncate")
+
+
+def test_greeting_is_requested_once_the_session_is_confirmed() -> None:
+    call = ScriptedCall(greeting="Welcome to Acme!")
+    out = call.start()
+    creates = to_model(out, "response.create")
+    assert len(creates) == 1 and "Welcome to Acme!" in creates[0]["response"]["instructions"]
+
+
+def test_model_rejecting_the_audio_format_ends_the_call() -> None:
+    call = ScriptedCall()
+    call.start()
+    out = call.model(
+        "session.updated",
+        session={
+            "type": "realtime",
+            "audio": {
+                "input": {"format": {"type": "audio/pcm", "rate": 24000}},
+                "output": {"format": {"type": "audio/pcmu"}},
+            },
+        },
+    )
+    assert isinstance(out[-1], EndCall) and out[-1].reason == "model_config_rejected"
+    assert call.session.phase is Phase.ENDED
+
+
+def test_beta_event_names_are_understood() -> None:
+    call = ScriptedCall(dialect="beta")
+    call.twilio(
+        {"event": "start", "streamSid": "MZ1", "start": {"streamSid": "MZ1", "callSid": "CA1"}}
+    )
+    call.session.accept_stream(0)
+    update = to_model(call.session.model_connected(0))[0]
+    assert update["session"]["input_audio_format"] == "g711_ulaw"
+    call.model(
+        "session.updated",
+        session={"input_audio_format": "g711_ulaw", "output_audio_format": "g711_ulaw"},
+    )
+    call.response_created()
+    out = call.model(
+        "response.audio.delta",
+        response_id="resp_1",
+        item_id="item_a",
+        output_index=0,
+        content_index=0,
+        delta="VVVV",
+    )
+    assert to_twilio(out, "media") and marks(out)
+
+
+def test_dtmf_digits_become_one_user_text_item() -> None:
+    call = ScriptedCall(dtmf_flush_ms=1000)
+    call.start()
+    for digit in "12":
+        call.twilio(
+            {
+                "event": "dtmf",
+                "streamSid": "MZ1",
+                "sequenceNumber": "5",
+                "dtmf": {"track": "inbound_track", "digit": digit},
+            }
+        )
+    assert not to_model(call.at(500).session.tick(500))
+    out = call.feed(call.session.tick(1200))
+    items = to_model(out, "conversation.item.create")
+    assert items[0]["item"]["role"] == "user"
+    assert "1 2" in items[0]["item"]["content"][0]["text"]
+    assert to_model(out, "response.create")
+    # '#' ends an entry: it is flushed at once, without waiting for the debounce.
+    call.response_created("resp_dtmf")
+    call.response_done("resp_dtmf")
+    out = call.at(1300).twilio(
+        {"event": "dtmf", "streamSid": "MZ1", "dtmf": {"track": "inbound_track", "digit": "#"}}
+    )
+    assert "#" in to_model(out, "conversation.item.create")[0]["item"]["content"][0]["text"]
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        "not json at all",
+        "[1, 2, 3]",
+        json.dumps({"no_event": True}),
+        json.dumps({"event": "teleport"}),
+        json.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": "@@@notbase64"}}),
+        json.dumps({"event": "media", "streamSid": "MZ1"}),
+        json.dumps({"event": "mark", "streamSid": "MZ1", "mark": {}}),
+        json.dumps({"event": "dtmf", "streamSid": "MZ1", "dtmf": {"digit": "xx"}}),
+        "\udcff".encode("utf-8", "surrogatepass"),
+    ],
+)
+def test_bad_twilio_frames_are_survived(frame: str | bytes) -> None:
+    call = ScriptedCall()
+    call.start()
+    out = call.session.twilio_frame(frame, 0)
+    assert not [a for a in out if isinstance(a, EndCall)]
+    assert call.session.phase is Phase.ACTIVE
+    # The call still works afterwards.
+    assert to_model(call.media(), "input_audio_buffer.append")
+
+
+def test_media_before_start_is_ignored_and_malformed_start_ends_the_call() -> None:
+    call = ScriptedCall()
+    out = call.media()
+    assert all(isinstance(a, Notice) for a in out)
+    out = call.twilio({"event": "start", "streamSid": "MZ1", "start": {"streamSid": "MZ1"}})
+    assert isinstance(out[-1], EndCall) and out[-1].reason == "bad_start"
+
+
+def test_bad_model_frames_are_survived() -> None:
+    call = ScriptedCall()
+    call.start()
+    call.session.model_frame("{not json", 0)
+    call.session.model_frame(json.dumps({"type": "response.output_audio.delta"}), 0)
+    call.session.model_frame(json.dumps({"type": "response.created", "response": {}}), 0)
+    assert call.session.phase is Phase.ACTIVE
+
+
+def test_stop_and_socket_closes_end_the_call_once() -> None:
+    call = ScriptedCall()
+    call.start()
+    out = call.twilio(
+        {
+            "event": "stop",
+            "sequenceNumber": "5",
+            "streamSid": "MZ1",
+            "stop": {"accountSid": "AC1", "callSid": "CA1"},
+        }
+    )
+    assert [a.reason for a in out if isinstance(a, EndCall)] == ["caller_hung_up"]
+    assert call.session.model_closed(0, 1000) == []
+    assert call.session.twilio_closed(0) == []
+
+
+def test_model_close_settles_the_unheard_agent_turn() -> None:
+    call = ScriptedCall()
+    call.start()
+    call.response_created()
+    name = marks(call.delta("item_a", 800))[0]
+    call.delta("item_a", 800)
+    call.model("response.output_audio_transcript.delta", item_id="item_a", delta="alpha beta")
+    call.mark(name)
+    out = call.feed(call.session.model_closed(0, 1011, "server error"))
+    line = next(a for a in out if isinstance(a, TranscriptLine))
+    assert line.interrupted and line.text == "alpha" and line.end_ms - line.start_ms == 100
+    assert isinstance(out[-1], EndCall) and out[-1].reason == "model_closed"
+
+
+def test_tool_call_round_trip_waits_for_the_active_response() -> None:
+    call = ScriptedCall()
+    call.start()
+    call.response_created()
+    out = call.model(
+        "response.function_call_arguments.done",
+        response_id="resp_1",
+        item_id="fc_1",
+        call_id="call_1",
+        name="lookup",
+        arguments='{"id": 7}',
+    )
+    assert out == [RunTool("call_1", "lookup", '{"id": 7}')]
+    # Duplicate notification of the same call is not run twice.
+    assert (
+        call.model(
+            "response.function_call_arguments.done", call_id="call_1", name="lookup", arguments="{}"
+        )
+        == []
+    )
+    result = call.feed(call.session.tool_result("call_1", '{"status": "shipped"}', 0))
+    assert to_model(result, "conversation.item.create")[0]["item"] == {
+        "type": "function_call_output",
+        "call_id": "call_1",
+        "output": '{"status": "shipped"}',
+    }
+    assert not to_model(result, "response.create")  # response still active
+    done = call.response_done()
+    assert to_model(done, "response.create")
+
+
+def test_response_create_retried_after_conversation_already_has_active_response() -> None:
+    call = ScriptedCall()
+    call.start()
+    call.model("response.function_call_arguments.done", call_id="c1", name="t", arguments="{}")
+    sent = call.feed(call.session.tool_result("c1", "{}", 0))
+    assert to_model(sent, "response.create")
+    # A VAD response raced ours.
+    call.model(
+        "error",
+        error={
+            "type": "invalid_request_error",
+            "code": "conversation_already_has_active_response",
+            "message": "x",
+        },
+    )
+    call.response_created("resp_vad")
+    out = call.response_done("resp_vad")
+    assert to_model(out, "response.create")
+
+
+def test_hang_up_waits_until_the_goodbye_has_played() -> None:
+    call = ScriptedCall()
+    call.start()
+    call.response_created()
+    name = marks(call.delta("item_bye", 800))[0]
+    call.model(
+        "response.function_call_arguments.done",
+        response_id="resp_1",
+        item_id="fc",
+        call_id="c1",
+        name="hang_up",
+        arguments="{}",
+    )
+    out = call.feed(call.session.tool_result("c1", '{"ok": true}', 0, ControlRequest("hang_up")))
+    assert not [a for a in out if isinstance(a, CallControl)]
+    # The goodbye was already spoken in this response: no new response is asked for.
+    assert not to_model(out, "response.create")
+    call.audio_done("item_bye")
+    out = call.response_done()
+    assert not [a for a in out if isinstance(a, CallControl)]
+    out = call.mark(name)
+    assert [a for a in out if isinstance(a, CallControl)] == [
+        CallControl("hang_up", "CA00000000000000000000000000000001", None, "")
+    ]
+
+
+def test_hang_up_without_spoken_goodbye_asks_for_one_first() -> None:
+    call = ScriptedCall()
+    call.start()
+    call.response_created()
+    call.model(
+        "response.function_call_arguments.done",
+        response_id="resp_1",
+        call_id="c1",
+        name="transfer_call",
+        arguments='{"to": "+15551230000"}',
+    )
+    out = call.feed(
+        call.session.tool_result("c1", "{}", 0, ControlRequest("transfer", target="+15551230000"))
+    )
+    assert not to_model(out, "response.create")
+    out = call.response_done()
+    assert "transferring" in to_model(out, "response.create")[0]["response"]["instructions"]
+    call.response_created("resp_2")
+    name = marks(call.delta("item_t", 800, rid="resp_2"))[0]
+    call.response_done("resp_2")
+    out = call.mark(name)
+    assert [a.kind for a in out if isinstance(a, CallControl)] == ["transfer"]
+
+
+def test_hang_up_happens_anyway_after_the_grace_period() -> None:
+    call = ScriptedCall(control_grace_ms=5000)
+    call.start()
+    call.response_created()
+    call.delta("item_bye", 800)
+    call.model(
+        "response.function_call_arguments.done",
+        response_id="resp_1",
+        call_id="c1",
+        name="hang_up",
+        arguments="{}",
+    )
+    call.feed(call.session.tool_result("c1", "{}", 0, ControlRequest("hang_up")))
+    assert not [a for a in call.session.tick(4000) if isinstance(a, CallControl)]
+    assert [a for a in call.session.tick(5000) if isinstance(a, CallControl)]
+
+
+def test_max_duration_ends_the_call() -> None:
+    call = ScriptedCall(max_call_ms=60_000)
+    call.start()
+    assert call.session.tick(59_999) == []
+    out = call.session.tick(60_000)
+    assert isinstance(out[-1], EndCall) and out[-1].reason == "max_duration"
