@@ -1,0 +1,175 @@
+"""Short-lived, single-use tokens that tie a Media Stream to the webhook that created it.
+
+Why: the WebSocket upgrade's ``x-twilio-signature`` covers only the fixed ``wss://`` URL,
+so it is identical for every call and replayable by anyone who saw one.  The bridge
+therefore mints a token when it answers the signed ``POST /twiml`` webhook, puts it in a
+``<Parameter>``, and checks it in the stream's ``start`` message (``customParameters``)
+against ``start.callSid`` *before* opening a (billed) model connection.
+
+Token format (ASCII, ~100 chars, safe in XML and URLs)::
+
+    v1.<id>.<expires_ms>.<call_tag>.<mac>
+
+* ``id``: 96 random bits, base64url -- the replay-protection key;
+* ``expires_ms``: absolute expiry, integer milliseconds on the caller's clock;
+* ``call_tag``: 64-bit HMAC of the CallSid, so a token for one call fails on another
+  with a distinct reason;
+* ``mac``: HMAC-SHA256 over everything before it, base64url.
+
+The MAC is checked first, so no other field is trusted before it is authenticated.
+``now`` is always passed in (seconds, any monotonic-enough clock shared by mint and
+verify), which keeps this class clock-free and the tests deterministic.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import heapq
+import hmac
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Literal
+
+from bridge.config import Secret
+
+__all__ = ["StreamTokens", "TokenCheck", "TokenProblem", "derive_stream_secret"]
+
+log = logging.getLogger(__name__)
+
+TokenProblem = Literal["missing", "malformed", "bad signature", "wrong call", "expired", "replayed"]
+
+_VERSION = "v1"
+_B64 = "[A-Za-z0-9_-]"
+_TOKEN = re.compile(rf"v1\.({_B64}{{16}})\.([0-9]{{1,16}})\.({_B64}{{11}})\.({_B64}{{43}})")
+_HKDF_SALT = b"twilio-realtime-bridge stream-token salt v1"
+_HKDF_INFO = b"stream-token hmac-sha256 key"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def derive_stream_secret(auth_token: Secret | None) -> bytes:
+    """The token key: derived from ``TWILIO_AUTH_TOKEN`` when set, else random per process.
+
+    Deriving it (HKDF-SHA256 extract-and-expand, RFC 5869, one block) means every bridge
+    instance behind a load balancer accepts a token minted by any other, without another
+    secret to distribute -- and the auth token itself is never used directly as a key for
+    a second purpose.  Without an auth token (local demo), a random key is fine: the
+    webhook and the stream are then served by the same process.
+    """
+    if not auth_token:
+        return secrets.token_bytes(32)
+    prk = hmac.new(_HKDF_SALT, auth_token.reveal().encode("utf-8"), hashlib.sha256).digest()
+    return hmac.new(prk, _HKDF_INFO + b"\x01", hashlib.sha256).digest()
+
+
+@dataclass(frozen=True)
+class TokenCheck:
+    """The outcome of :meth:`StreamTokens.verify`; ``reason`` is ``None`` when ``ok``."""
+
+    ok: bool
+    reason: TokenProblem | None = None
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+_OK = TokenCheck(True)
+
+
+class StreamTokens:
+    """Mints and verifies per-call stream tokens; remembers used ones until they expire.
+
+    Memory is bounded: only tokens that passed every other check are remembered, each
+    only until its expiry, and expired entries are evicted on every call.  ``max_used``
+    is a hard ceiling for pathological load; past it the soonest-expiring entries are
+    dropped (logged), trading a sliver of replay protection for bounded memory.
+
+    Replay memory is per process: with several instances, a replayed token could reach a
+    different instance within the TTL.  Keep the TTL short (it only needs to cover the
+    gap between the webhook answer and the stream's ``start``, normally under 2 s).
+    """
+
+    def __init__(self, secret: bytes, ttl_s: float = 60, *, max_used: int = 100_000) -> None:
+        if len(secret) < 16:
+            raise ValueError("stream token secret must be at least 16 bytes")
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be positive")
+        self._mac_key = hmac.new(secret, b"mac", hashlib.sha256).digest()
+        self._call_key = hmac.new(secret, b"call", hashlib.sha256).digest()
+        self.ttl_s = ttl_s
+        self.max_used = max_used
+        self._used: dict[str, int] = {}  # token id -> expires_ms
+        self._expiry_heap: list[tuple[int, str]] = []
+
+    @classmethod
+    def from_auth_token(cls, auth_token: Secret | None, ttl_s: float = 60) -> StreamTokens:
+        """Tokens keyed by :func:`derive_stream_secret` (shared across instances when set)."""
+        return cls(derive_stream_secret(auth_token), ttl_s)
+
+    def __repr__(self) -> str:
+        return f"StreamTokens(ttl_s={self.ttl_s}, used={len(self._used)})"
+
+    def _call_tag(self, call_sid: str) -> str:
+        return _b64(hmac.new(self._call_key, call_sid.encode("utf-8"), hashlib.sha256).digest()[:8])
+
+    def _mac(self, body: str) -> str:
+        return _b64(hmac.new(self._mac_key, body.encode("ascii"), hashlib.sha256).digest())
+
+    def mint(self, call_sid: str, now: float) -> str:
+        """A fresh token for ``call_sid``, valid until ``now + ttl_s`` and only once."""
+        token_id = _b64(secrets.token_bytes(12))
+        expires_ms = int((now + self.ttl_s) * 1000)
+        body = f"{_VERSION}.{token_id}.{expires_ms}.{self._call_tag(call_sid)}"
+        return f"{body}.{self._mac(body)}"
+
+    def verify(self, token: str | None, call_sid: str, now: float) -> TokenCheck:
+        """Check ``token`` for ``call_sid`` at time ``now``; consume it if it is valid.
+
+        Checks in order: present, well-formed, authentic, for this call, unexpired, unused.
+        Only a token that passes all of them is remembered, so garbage cannot fill memory.
+        """
+        self._evict(now)
+        if not token:
+            return TokenCheck(False, "missing")
+        match = _TOKEN.fullmatch(token)
+        if match is None:
+            return TokenCheck(False, "malformed")
+        token_id, expires_text, call_tag, mac = match.groups()
+        body = token[: match.start(4) - 1]
+        if not hmac.compare_digest(mac, self._mac(body)):
+            return TokenCheck(False, "bad signature")
+        if not hmac.compare_digest(call_tag, self._call_tag(call_sid)):
+            return TokenCheck(False, "wrong call")
+        expires_ms = int(expires_text)
+        if now * 1000 >= expires_ms:
+            return TokenCheck(False, "expired")
+        if token_id in self._used:
+            return TokenCheck(False, "replayed")
+        self._remember(token_id, expires_ms)
+        return _OK
+
+    def _remember(self, token_id: str, expires_ms: int) -> None:
+        if len(self._used) >= self.max_used:
+            log.warning("stream token replay memory full (%d); dropping oldest", self.max_used)
+            while len(self._used) >= self.max_used and self._expiry_heap:
+                _, oldest = heapq.heappop(self._expiry_heap)
+                self._used.pop(oldest, None)
+        self._used[token_id] = expires_ms
+        heapq.heappush(self._expiry_heap, (expires_ms, token_id))
+
+    def _evict(self, now: float) -> None:
+        now_ms = now * 1000
+        heap = self._expiry_heap
+        while heap and heap[0][0] <= now_ms:
+            _, token_id = heapq.heappop(heap)
+            self._used.pop(token_id, None)
+
+    @property
+    def remembered(self) -> int:
+        """How many used tokens are currently remembered (for metrics and tests)."""
+        return len(self._used)
