@@ -1,0 +1,257 @@
+"""The Starlette app: Twilio's webhooks and the Media Streams WebSocket.
+
+``uvicorn bridge.app:app`` reads the configuration from the environment at
+start-up and refuses to start, with one line per problem, when it is wrong.
+Tests and the demo build their own app with :func:`create_app`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator
+from urllib.parse import parse_qsl
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from bridge.config import ConfigError, Settings, http_url, load_settings, startup_problems
+from bridge.services import STREAM_TOKEN_PARAM, BridgeServices
+from bridge.twilio.security import SIGNATURE_HEADER, validate_http_request, validate_websocket
+from bridge.twilio.twiml import busy_twiml, connect_stream_twiml
+
+log = logging.getLogger("bridge")
+
+XML = "application/xml"
+
+
+def _services(request: Request | WebSocket) -> BridgeServices:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+async def _signed_form(request: Request, path: str) -> dict[str, str] | None:
+    """The webhook's form if Twilio signed it (or security is off for local dev)."""
+    services = _services(request)
+    settings = services.settings
+    # Parsed with the standard library: Twilio's webhooks are plain urlencoded forms.
+    form = dict(
+        parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+    )
+    token = settings.twilio_auth_token
+    if token is None:
+        if settings.insecure_dev:
+            log.warning("BRIDGE_INSECURE_DEV=1: accepting an unsigned %s webhook", path)
+            return form
+        return None
+    assert settings.public_url is not None
+    if validate_http_request(
+        token,
+        settings.public_url,
+        path,
+        request.url.query,
+        form,
+        request.headers.get(SIGNATURE_HEADER),
+    ):
+        return form
+    log.warning("rejected %s webhook with a missing or invalid Twilio signature", path)
+    services.metrics.calls_rejected["bad_signature"] += 1
+    return None
+
+
+async def twiml(request: Request) -> Response:
+    """Incoming-call webhook: answer with ``<Connect><Stream>`` to our Media Streams URL."""
+    services = _services(request)
+    form = await _signed_form(request, "/twiml")
+    if form is None:
+        return PlainTextResponse("invalid Twilio signature", status_code=403)
+    if services.draining:
+        # 503 makes Twilio use the number's fallback URL (another instance).
+        return PlainTextResponse("draining", status_code=503, headers={"Retry-After": "5"})
+    if services.at_capacity:
+        services.metrics.calls_rejected["capacity"] += 1
+        if services.settings.overflow == "fallback":
+            return PlainTextResponse("at capacity", status_code=503)
+        return Response(busy_twiml(), media_type=XML)
+    settings = services.settings
+    call_sid = form.get("CallSid", "")
+    parameters = {k: form[k] for k in ("From", "To", "CallSid") if form.get(k)}
+    if call_sid:
+        parameters[STREAM_TOKEN_PARAM] = services.mint_stream_token(call_sid)
+        if settings.preconnect:
+            services.connector.preconnect(call_sid)
+    assert settings.stream_url is not None and settings.public_url is not None
+    body = connect_stream_twiml(
+        settings.stream_url,
+        parameters,
+        status_callback=http_url(settings.public_url, "/stream-status"),
+    )
+    return Response(body, media_type=XML)
+
+
+async def status(request: Request) -> Response:
+    """Call status callback: keep the final status and duration with the call record."""
+    form = await _signed_form(request, "/status")
+    if form is None:
+        return PlainTextResponse("invalid Twilio signature", status_code=403)
+    store = _services(request).store
+    call_sid, call_status = form.get("CallSid"), form.get("CallStatus")
+    if store is not None and call_sid and call_status:
+        duration = form.get("CallDuration")
+        store.record_twilio_status(
+            call_sid, call_status, int(duration) if duration and duration.isdigit() else None
+        )
+    return Response(status_code=204)
+
+
+async def stream_status(request: Request) -> Response:
+    """``<Stream statusCallback>``: log stream errors Twilio reports (e.g. 31920)."""
+    form = await _signed_form(request, "/stream-status")
+    if form is None:
+        return PlainTextResponse("invalid Twilio signature", status_code=403)
+    event = form.get("StreamEvent", "")
+    level = logging.WARNING if event == "stream-error" else logging.DEBUG
+    log.log(
+        level,
+        "call %s stream %s %s %s",
+        form.get("CallSid"),
+        form.get("StreamSid"),
+        event,
+        form.get("StreamError", ""),
+    )
+    return Response(status_code=204)
+
+
+async def media_stream(websocket: WebSocket) -> None:
+    """Twilio's Media Streams WebSocket: one call per connection."""
+    services = _services(websocket)
+    settings = services.settings
+    token = settings.twilio_auth_token
+    if token is not None:
+        assert settings.stream_url is not None
+        signature = websocket.headers.get(SIGNATURE_HEADER)
+        if not validate_websocket(token, settings.stream_url, signature):
+            services.metrics.calls_rejected["bad_ws_signature"] += 1
+            log.warning("refused a Media Stream upgrade with a missing or invalid signature")
+            await websocket.close(code=1008)  # before accept: the handshake gets HTTP 403
+            return
+    elif not settings.insecure_dev:
+        await websocket.close(code=1008)
+        return
+    if services.draining:
+        await websocket.close(code=1013)
+        return
+    await websocket.accept()
+    await services.serve_stream(websocket)
+
+
+async def healthz(request: Request) -> Response:
+    services = _services(request)
+    return JSONResponse(
+        {"status": "draining" if services.draining else "ok", "calls": len(services.active)},
+        status_code=503 if services.draining else 200,
+    )
+
+
+async def metrics(request: Request) -> Response:
+    services = _services(request)
+    gauges: dict[str, float] = {"model_preconnected": services.connector.warm_count}
+    if services.store is not None:
+        stats = services.store.stats
+        gauges["store_pending_records"] = getattr(stats, "pending", 0)
+    return PlainTextResponse(services.metrics.render(gauges))
+
+
+def build_services(settings: Settings) -> BridgeServices:
+    """Services for ``settings``: agents, the store it names, REST call control if possible."""
+    from bridge.agents import AgentDirectory, load_agents
+    from bridge.store import open_store
+
+    agents = (
+        load_agents(settings.agents_file, settings.agent)
+        if settings.agents_file
+        else AgentDirectory.single(settings.agent)
+    )
+    # Numbers named in the agents file's [transfer] table are allowed targets too.
+    extra = tuple(n for n in agents.transfer_labels.values() if n not in settings.transfer_numbers)
+    settings = settings.with_changes(transfer_numbers=settings.transfer_numbers + extra)
+    calls = None
+    if settings.twilio_account_sid and (
+        settings.twilio_auth_token or (settings.twilio_api_key and settings.twilio_api_secret)
+    ):
+        from bridge.twilio.calls import CallControl
+
+        calls = CallControl.from_settings(settings)
+    return BridgeServices(
+        settings,
+        agents=agents if settings.agents_file else None,
+        store=open_store(settings.database_url),
+        calls=calls,
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    services: BridgeServices | None = None,
+    *,
+    shutdown_grace_s: float = 0.0,
+) -> Starlette:
+    """The ASGI app.  With no arguments, configuration comes from the environment."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        nonlocal services
+        if services is None:
+            configured = settings
+            if configured is None:
+                try:
+                    configured = load_settings()
+                except ConfigError as exc:
+                    _refuse(exc.problems)
+            assert configured is not None
+            problems = startup_problems(configured)
+            if problems:
+                _refuse(problems)
+            try:
+                services = build_services(configured)
+            except Exception as exc:  # noqa: BLE001 - shown as a config problem, no traceback
+                _refuse(list(getattr(exc, "problems", None) or [str(exc)]))
+        assert services is not None
+        app.state.services = services
+        await services.start()
+        if services.settings.twilio_auth_token is None:
+            log.warning(
+                "BRIDGE_INSECURE_DEV=1 and no TWILIO_AUTH_TOKEN: requests are NOT verified to "
+                "come from Twilio. Never run like this on the internet."
+            )
+        try:
+            yield
+        finally:
+            await services.close(grace_s=shutdown_grace_s)
+
+    return Starlette(
+        routes=[
+            Route("/twiml", twiml, methods=["POST"]),
+            Route("/status", status, methods=["POST"]),
+            Route("/stream-status", stream_status, methods=["POST"]),
+            WebSocketRoute("/media-stream", media_stream),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def _refuse(problems: list[str]) -> None:
+    """Print configuration problems plainly and stop (no traceback)."""
+    print("bridge: cannot start, configuration problems:", file=sys.stderr)
+    for problem in problems:
+        print(f"  - {problem}", file=sys.stderr)
+    sys.stderr.flush()
+    raise SystemExit(2)
+
+
+app = create_app()
