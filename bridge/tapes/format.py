@@ -1,0 +1,386 @@
+"""The tape format: one recorded call as JSON Lines (spec in ``docs/tapes.md``).
+
+A tape is the exact input and output streams of one :class:`CallSession`, so
+that a call can be replayed through the very same core on a virtual clock.
+This module is the single place that knows how records look: the recorder
+writes lines with it, the replayer reads them back and turns them into
+:class:`~bridge.core.inputs.CallInput` values, and both turn actions into
+records the same way so the comparison is a plain equality.
+
+Why JSON Lines: every line is valid on its own, so a tape written by a process
+that was killed mid-call is still readable up to its last complete line, and
+tapes can be grepped, diffed and read by humans.  Frames are stored parsed
+(``msg``) rather than as escaped strings for the same reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridge.config import AgentConfig, Secret, TurnDetection
+from bridge.core.actions import (
+    Action,
+    CallControl,
+    ConnectModel,
+    EndCall,
+    Notice,
+    RunTool,
+    SendModel,
+    SendTwilio,
+    StreamStarted,
+    TranscriptLine,
+    Usage,
+)
+from bridge.core.inputs import CallInput
+from bridge.core.session import SessionConfig
+from bridge.realtime.dialects import DialectSpec
+from bridge.twilio.twiml import PARAM_TOKEN
+
+TAPE_VERSION = 1
+"""Bumped only for changes an older reader would misread; new optional keys keep 1."""
+
+REDACTED = "***"
+_COMPACT = (",", ":")
+
+#: Non-frame inputs: CallInput kind -> the peer it is attributed to on the tape.
+INPUT_PEERS: dict[str, str] = {
+    "accept": "bridge",
+    "model_connected": "model",
+    "model_failed": "model",
+    "tool_result": "bridge",
+    "tick": "bridge",
+    "twilio_closed": "twilio",
+    "model_closed": "model",
+    "end": "bridge",
+}
+
+#: Bridge-side actions: class -> record kind.
+ACTION_KINDS: dict[type, str] = {
+    StreamStarted: "stream_started",
+    ConnectModel: "connect_model",
+    RunTool: "run_tool",
+    CallControl: "call_control",
+    TranscriptLine: "transcript",
+    Usage: "usage",
+    Notice: "notice",
+    EndCall: "end_call",
+}
+
+
+class TapeError(ValueError):
+    """The file is not a tape this bridge can read (bad header, newer version)."""
+
+
+# ------------------------------------------------------------------ secrets
+
+
+class Redactor:
+    """Replaces known secret values wherever they occur in a line.
+
+    The recorder knows the configured secrets up front and learns the stream
+    token when ``start`` arrives; scanning every finished line (a few substring
+    searches) is cheap and catches a secret however it got there.
+    """
+
+    def __init__(self, values: Iterable[str | Secret | None] = ()) -> None:
+        self._values: list[str] = []
+        for value in values:
+            self.add(value)
+
+    def add(self, value: str | Secret | None) -> None:
+        raw = value.reveal() if isinstance(value, Secret) else value
+        # Very short values would redact innocent text (and are not real secrets).
+        if raw and len(raw) >= 6 and raw != REDACTED and raw not in self._values:
+            self._values.append(raw)
+
+    def __call__(self, text: str) -> str:
+        for value in self._values:
+            if value in text:
+                text = text.replace(value, REDACTED)
+        return text
+
+
+def redact_start(message: dict[str, Any]) -> str | None:
+    """Blank the stream token in a ``start`` message in place; return its old value."""
+    start = message.get("start")
+    params = start.get("customParameters") if isinstance(start, dict) else None
+    if isinstance(params, dict) and isinstance(params.get(PARAM_TOKEN), str):
+        token: str = params[PARAM_TOKEN]
+        params[PARAM_TOKEN] = REDACTED
+        return token
+    return None
+
+
+# ------------------------------------------------------------- session config
+
+
+def config_to_json(config: SessionConfig) -> dict[str, Any]:
+    """The SessionConfig as header fields (``agent`` and ``dialect`` flattened)."""
+    session = {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if f.name not in {"agent", "dialect", "audio_mode", "model", "tools"}
+    }
+    return {
+        "audio_mode": config.audio_mode,
+        "dialect": config.dialect.name,
+        "dialect_beta_shape": config.dialect.beta_shape,
+        "model": config.model,
+        "agent": dataclasses.asdict(config.agent),
+        "tools": [dict(t) for t in config.tools],
+        "session": session,
+    }
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """Only the fields ``cls`` has: a newer recorder may have added some."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+def config_from_json(data: dict[str, Any]) -> SessionConfig:
+    """Rebuild the SessionConfig a tape was recorded with (inverse of config_to_json)."""
+    agent_data = dict(data.get("agent") or {})
+    td = TurnDetection(**_known(TurnDetection, dict(agent_data.pop("turn_detection", {}) or {})))
+    if "tools" in agent_data:
+        agent_data["tools"] = tuple(agent_data["tools"])
+    agent = AgentConfig(turn_detection=td, **_known(AgentConfig, agent_data))
+    dialect = DialectSpec(data.get("dialect", "ga"), bool(data.get("dialect_beta_shape", False)))
+    return SessionConfig(
+        agent=agent,
+        dialect=dialect,
+        audio_mode=data.get("audio_mode", "passthrough"),
+        model=str(data.get("model", "gpt-realtime")),
+        tools=tuple(data.get("tools") or ()),
+        **_known(SessionConfig, dict(data.get("session") or {})),
+    )
+
+
+# ------------------------------------------------------------------ records
+
+
+def input_line(
+    t: int, item: CallInput, redact: Redactor, config_ref: Any = "header"
+) -> str:
+    """One input as a tape line (with its newline); learns the stream token on ``start``.
+
+    An ``accept`` carrying a config stores ``config_ref``: ``"header"`` when the header
+    holds that very config (the normal case), else the config itself."""
+    kind = item.kind
+    if kind == "twilio" or kind == "model":
+        return _frame_line(t, kind, item.frame, redact)
+    data: dict[str, Any] = dict(item.data)
+    if kind == "accept" and item.config is not None:
+        data["config"] = config_ref
+    record = {"t": t, "dir": "in", "peer": INPUT_PEERS.get(kind, "bridge"), "kind": kind}
+    if data:
+        record["data"] = data
+    return redact(json.dumps(record, default=str, separators=_COMPACT)) + "\n"
+
+
+def _frame_line(t: int, peer: str, frame: str | bytes | None, redact: Redactor) -> str:
+    head = f'{{"t":{t},"dir":"in","peer":"{peer}",'
+    if isinstance(frame, bytes):
+        try:
+            text = frame.decode("utf-8")
+        except UnicodeDecodeError:
+            import base64
+
+            return head + f'"kind":"binary","raw_b64":"{base64.b64encode(frame).decode()}"}}\n'
+    else:
+        text = frame or ""
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        return redact(head + f'"kind":"unparsed","raw":{json.dumps(text)}}}') + "\n"
+    kind = "frame"
+    if isinstance(msg, dict):
+        value = msg.get("event" if peer == "twilio" else "type")
+        kind = value if isinstance(value, str) else "frame"
+        if peer == "twilio" and kind == "start":
+            redact.add(redact_start(msg))
+            text = json.dumps(msg, separators=_COMPACT)
+    if "\n" in text or "\r" in text:
+        text = json.dumps(msg, separators=_COMPACT)  # keep one record per line
+    return redact(head + f'"kind":{json.dumps(kind)},"msg":{text}}}') + "\n"
+
+
+def output_record(t: int, action: Action) -> dict[str, Any]:
+    """An action as a record dict, exactly as :func:`output_line` writes it (parsed)."""
+    if type(action) is SendTwilio:
+        msg = action.message
+        return {"t": t, "dir": "out", "peer": "twilio", "kind": str(msg.get("event")), "msg": msg}
+    if type(action) is SendModel:
+        event = action.event
+        return {"t": t, "dir": "out", "peer": "model", "kind": str(event.get("type")), "msg": event}
+    kind = ACTION_KINDS.get(type(action), type(action).__name__)
+    data = dataclasses.asdict(action) if dataclasses.is_dataclass(action) else {}
+    if isinstance(action, StreamStarted):
+        params = dict(action.info.custom_parameters)
+        if PARAM_TOKEN in params:
+            params[PARAM_TOKEN] = REDACTED
+        data["info"]["custom_parameters"] = params
+    # Normalise tuples and the like to what JSON gives back, so records compare equal.
+    return {"t": t, "dir": "out", "peer": "bridge", "kind": kind,
+            "data": json.loads(json.dumps(data, default=str))}
+
+
+def output_line(t: int, action: Action, wire: str | None, redact: Redactor) -> str:
+    """One action as a tape line.  Sends embed the exact wire text (no re-encoding)."""
+    if wire is not None and (type(action) is SendTwilio or type(action) is SendModel):
+        if type(action) is SendTwilio:
+            peer, kind = "twilio", action.message.get("event")  # type: ignore[union-attr]
+        else:
+            peer, kind = "model", action.event.get("type")  # type: ignore[union-attr]
+        kind_json = json.dumps(str(kind))
+        line = f'{{"t":{t},"dir":"out","peer":"{peer}","kind":{kind_json},"msg":{wire}}}'
+        return redact(line) + "\n"
+    return redact(json.dumps(output_record(t, action), default=str, separators=_COMPACT)) + "\n"
+
+
+def input_from_record(record: dict[str, Any], header_config: SessionConfig | None) -> CallInput:
+    """The CallInput a tape input record stands for."""
+    peer = record.get("peer")
+    if "msg" in record or "raw" in record or "raw_b64" in record:
+        kind = "twilio" if peer == "twilio" else "model"
+        frame: str | bytes
+        if "msg" in record:
+            frame = json.dumps(record["msg"])
+        elif "raw" in record:
+            frame = str(record["raw"])
+        else:
+            import base64
+
+            frame = base64.b64decode(record["raw_b64"])
+        return CallInput(kind, frame)  # type: ignore[arg-type]
+    kind = str(record.get("kind"))
+    data = dict(record.get("data") or {})
+    config: SessionConfig | None = None
+    if kind == "accept" and "config" in data:
+        spec = data.pop("config")
+        config = header_config if spec == "header" else config_from_json(spec)
+    return CallInput(kind, data=data, config=config)  # type: ignore[arg-type]
+
+
+# -------------------------------------------------------------------- files
+
+
+@dataclass
+class Tape:
+    """A loaded tape: header, records in file order, and how the file ended."""
+
+    header: dict[str, Any]
+    records: list[dict[str, Any]] = field(default_factory=list)
+    complete: bool = True
+    """False when the trailer is missing (the recorder was killed or the file was cut)."""
+    problems: list[str] = field(default_factory=list)
+    path: str | None = None
+
+    @property
+    def inputs(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r.get("dir") == "in"]
+
+    @property
+    def outputs(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r.get("dir") == "out"]
+
+    @property
+    def config(self) -> SessionConfig:
+        """The config the call was accepted with."""
+        return config_from_json(self.header)
+
+    @property
+    def initial_config(self) -> SessionConfig:
+        """The config the session was created with (before the agent was chosen)."""
+        initial = self.header.get("initial")
+        return config_from_json(initial) if initial else self.config
+
+
+def _read_text(path: Path) -> tuple[str, bool]:
+    """The file's text and whether it decoded cleanly (a cut gzip stream still yields
+    everything up to its last flushed block)."""
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            raw = inflater.decompress(data)
+            ok = inflater.eof
+        except zlib.error:
+            raw, ok = b"", False
+        return raw.decode("utf-8", errors="replace"), ok
+    return data.decode("utf-8", errors="replace"), True
+
+
+def load_tape(path: str | Path) -> Tape:
+    """Read a tape, tolerating a cut-off end: a partial last line is dropped."""
+    path = Path(path)
+    text, clean = _read_text(path)
+    lines = text.split("\n")
+    problems: list[str] = []
+    if not clean:
+        problems.append("the gzip stream ends early (recording interrupted)")
+    if not lines or not lines[0].strip():
+        raise TapeError(f"{path}: empty file, not a tape")
+    try:
+        header = json.loads(lines[0])
+    except ValueError as exc:
+        raise TapeError(f"{path}: the first line is not a tape header ({exc})") from None
+    if not isinstance(header, dict) or "tape" not in header:
+        raise TapeError(f"{path}: the first line is not a tape header (no 'tape' key)")
+    if not isinstance(header["tape"], int) or header["tape"] > TAPE_VERSION:
+        raise TapeError(
+            f"{path}: tape format {header['tape']!r} is newer than this bridge reads "
+            f"(up to {TAPE_VERSION}); upgrade the bridge"
+        )
+    tape = Tape(header=header, path=str(path), problems=problems)
+    complete = False
+    last = len(lines) - 1
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if number - 1 == last or (number - 1 == last - 1 and not lines[last].strip()):
+                problems.append(f"line {number} is cut off; ignored")
+                break
+            raise TapeError(f"{path}:{number}: not valid JSON") from None
+        if record.get("dir") == "meta":
+            complete = complete or record.get("kind") == "end_of_tape"
+            continue
+        tape.records.append(record)
+    tape.complete = complete and clean
+    if not complete:
+        problems.append("no end-of-tape trailer: the recording did not finish")
+    return tape
+
+
+def dump_lines(header: dict[str, Any], records: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """Header, records and trailer as lines (for rewriting a tape, e.g. ``--update``)."""
+    yield json.dumps(header) + "\n"
+    last_t = 0
+    for record in records:
+        last_t = max(last_t, int(record.get("t", 0)))
+        yield json.dumps(record, separators=_COMPACT) + "\n"
+    yield trailer_line(last_t)
+
+
+def trailer_line(t: int) -> str:
+    return json.dumps({"t": t, "dir": "meta", "kind": "end_of_tape"}, separators=_COMPACT) + "\n"
+
+
+def write_tape(path: str | Path, header: dict[str, Any], records: Iterable[dict[str, Any]]) -> None:
+    """Write a whole tape at once (gzip when the name ends in ``.gz``)."""
+    path = Path(path)
+    text = "".join(dump_lines(header, records)).encode("utf-8")
+    if path.name.endswith(".gz"):
+        # mtime=0 keeps regenerated tapes byte-identical when nothing changed.
+        text = gzip.compress(text, compresslevel=9, mtime=0)
+    path.write_bytes(text)
