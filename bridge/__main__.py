@@ -92,7 +92,7 @@ def cmd_call(args: argparse.Namespace) -> int:
     if not args.from_number:
         _fail(["--from (or TWILIO_PHONE_NUMBER) is required: one of your Twilio numbers"])
     try:
-        control = CallControl.from_settings(settings)
+        control = CallControl.from_settings(settings, base_url=settings.twilio_api_base_url)
         sid = asyncio.run(
             control.place_call(
                 args.to,
@@ -117,7 +117,7 @@ def cmd_twilio(args: argparse.Namespace) -> int:
         _fail(["PUBLIC_URL is required: the number's webhook will be PUBLIC_URL/twiml"])
     assert settings.public_url is not None
     try:
-        control = CallControl.from_settings(settings)
+        control = CallControl.from_settings(settings, base_url=settings.twilio_api_base_url)
         configured = asyncio.run(
             control.configure_number(
                 args.number,

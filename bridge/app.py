@@ -184,7 +184,7 @@ def build_services(settings: Settings) -> BridgeServices:
     ):
         from bridge.twilio.calls import CallControl
 
-        calls = CallControl.from_settings(settings)
+        calls = CallControl.from_settings(settings, base_url=settings.twilio_api_base_url)
     return BridgeServices(
         settings,
         agents=agents if settings.agents_file else None,

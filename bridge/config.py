@@ -105,6 +105,7 @@ class Settings:
     twilio_auth_token: Secret | None = None
     twilio_api_key: str | None = None
     twilio_api_secret: Secret | None = None
+    twilio_api_base_url: str | None = None
     insecure_dev: bool = False
     max_calls: int = 200
     max_call_seconds: int = 3600
@@ -112,9 +113,12 @@ class Settings:
     transfer_numbers: tuple[str, ...] = ()
     database_url: Secret = field(default_factory=lambda: Secret("sqlite:///bridge.db"))
     tapes_dir: str | None = None
+    tapes_gzip: bool = False
     agents_file: str | None = None
     log_level: str = "INFO"
     overflow: Literal["busy", "fallback"] = "busy"
+    tool_filler_after_ms: int = 3000
+    tool_filler_instructions: str | None = None
     preconnect: bool = True
 
     @property
@@ -274,6 +278,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         twilio_auth_token=read.secret("TWILIO_AUTH_TOKEN"),
         twilio_api_key=read.text("TWILIO_API_KEY"),
         twilio_api_secret=read.secret("TWILIO_API_SECRET"),
+        twilio_api_base_url=read.url("TWILIO_API_BASE_URL", None, ("https", "http")),
         insecure_dev=read.boolean("BRIDGE_INSECURE_DEV", False),
         max_calls=read.integer("BRIDGE_MAX_CALLS", 200, 1, 100_000),
         max_call_seconds=read.integer("BRIDGE_MAX_CALL_SECONDS", 3600, 10, 24 * 3600),
@@ -283,9 +288,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             read.text("DATABASE_URL", "sqlite:///bridge.db") or "sqlite:///bridge.db"
         ),
         tapes_dir=read.text("BRIDGE_TAPES_DIR"),
+        tapes_gzip=read.boolean("BRIDGE_TAPES_GZIP", False),
         agents_file=read.text("BRIDGE_AGENTS_FILE"),
         overflow=read.choice("BRIDGE_OVERFLOW", ("busy", "fallback"), "busy"),  # type: ignore[arg-type]
         preconnect=read.boolean("BRIDGE_PRECONNECT", True),
+        tool_filler_after_ms=read.integer("TOOL_FILLER_AFTER_MS", 3000, 0, 600_000),
+        tool_filler_instructions=read.text("TOOL_FILLER_INSTRUCTIONS"),
         log_level=read.choice("LOG_LEVEL", ("debug", "info", "warning", "error"), "info").upper(),
     )
     if read.problems:

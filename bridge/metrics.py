@@ -57,6 +57,6 @@ class Metrics:
             f"bridge_model_connect_ms_sum {self.model_connect_ms_sum}",
             f"bridge_model_connect_ms_count {self.model_connect_count}",
         ]
-        for name, value in sorted((extra_gauges or {}).items()):
-            lines += [f"# TYPE bridge_{name} gauge", f"bridge_{name} {value}"]
+        for name, gauge in sorted((extra_gauges or {}).items()):
+            lines += [f"# TYPE bridge_{name} gauge", f"bridge_{name} {gauge}"]
         return "\n".join(lines) + "\n"

@@ -138,7 +138,9 @@ class CallRelay:
             await self.step(CallInput("tick"))
 
     async def end(self, reason: str, detail: str = "") -> None:
-        """End the call from outside (shutdown, max duration enforcement by the app)."""
+        """End the call from outside (shutdown, call control); a no-op once it is ending."""
+        if self._closing:
+            return
         await self.step(CallInput("end", data={"reason": reason, "detail": detail}))
 
     async def _read_twilio(self) -> None:
@@ -195,30 +197,31 @@ class CallRelay:
     async def _perform(self, actions: list[Action], now: int) -> None:
         """Carry out ``actions`` in order.
 
-        Sends hold one lock for the whole run of consecutive sends: another task's
-        step may compute its actions while ours are still being written, and its
-        frames must go out after ours, never in between (audio appends would reorder).
+        One lock is held for the whole list: another task's step may compute its
+        actions while ours are still being written, and its frames must go out after
+        ours, never in between (audio appends would reorder).  Only ``StreamStarted``
+        releases it, because authorising the stream feeds the core again.
         """
         lock = self._send_lock
-        held = False
+        await lock.acquire()
         try:
             for action in actions:
                 kind = type(action)
                 if kind is SendTwilio or kind is SendModel:
-                    if not held:
-                        await lock.acquire()
-                        held = True
                     await self._send(action, now)  # type: ignore[arg-type]
                     continue
-                if held:
-                    lock.release()
-                    held = False
                 if self.tape is not None:
                     self.tape.output(now, action, None)
-                await self._perform_other(action)
+                if kind is StreamStarted:
+                    lock.release()
+                    try:
+                        await self._perform_other(action)
+                    finally:
+                        await lock.acquire()
+                else:
+                    await self._perform_other(action)
         finally:
-            if held:
-                lock.release()
+            lock.release()
 
     async def _send(self, action: SendTwilio | SendModel, now: int) -> None:
         if type(action) is SendTwilio:

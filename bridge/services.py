@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -156,14 +156,20 @@ class BridgeServices:
         if isinstance(agent, StreamInfo):
             agent = self.agent_for(agent)
         registry = self._registries.get(agent.name) or build_registry(agent.tools)
-        return SessionConfig(
+        config = SessionConfig(
             agent=agent,
             dialect=self.dialect,
             audio_mode=self.settings.audio_mode,
             model=self.settings.realtime_model,
             tools=tuple(registry.definitions()),
             max_call_ms=self.settings.max_call_seconds * 1000,
+            tool_filler_after_ms=self.settings.tool_filler_after_ms or None,
         )
+        if self.settings.tool_filler_instructions:
+            config = replace(
+                config, tool_filler_instructions=self.settings.tool_filler_instructions
+            )
+        return config
 
     def agent_for(self, info: StreamInfo) -> AgentConfig:
         params = info.custom_parameters

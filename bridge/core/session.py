@@ -161,6 +161,7 @@ class CallSession:
         self._dtmf_last = 0
         self._warned: set[str] = set()
         self._audio_in_reported = 0
+        self._dtmf_played = 0
         self.stats: dict[str, int] = {
             "twilio_frames": 0,
             "media_in": 0,
@@ -682,7 +683,8 @@ class CallSession:
         if not digits or self.stream is None:
             return []
         audio = dtmf_ulaw(digits)
-        item_id = f"dtmf_{now}"
+        self._dtmf_played += 1
+        item_id = f"dtmf_{self._dtmf_played}"
         samples = len(audio) * (3 if not self._passthrough else 1)
         name = self.ledger.record_chunk(item_id, "", samples, now)
         self.ledger.items[item_id].audio_done = True

@@ -167,7 +167,9 @@ class LocalBridge:
     async def place_call(self, **caller: Any) -> TwilioCaller:
         """A simulated caller whose call went through the webhook like a real one."""
         url, params, call_sid = await self.incoming_call(
-            from_=caller.pop("from_", "+15550001111"), to=caller.pop("to", "+15559990000")
+            call_sid=caller.pop("call_sid", None),
+            from_=caller.pop("from_", "+15550001111"),
+            to=caller.pop("to", "+15559990000"),
         )
         return TwilioCaller(
             url=url,
