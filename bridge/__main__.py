@@ -39,23 +39,23 @@ def _logging(level: str) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the bridge for real calls (uvicorn + the Starlette app)."""
-    import uvicorn
-
     from bridge.app import create_app
+    from bridge.server import serve
 
     settings = _settings_or_exit()
     problems = startup_problems(settings)
     if problems:
         _fail(problems)
     _logging(settings.log_level)
-    app = create_app(settings, shutdown_grace_s=args.grace)
-    uvicorn.run(
+    app = create_app(settings)
+    serve(
         app,
         host=args.host,
         port=args.port,
+        grace_s=args.grace,
         ws_max_size=settings.max_message_bytes,
         log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=int(args.grace) + 5,
+        timeout_graceful_shutdown=5,
         ws_per_message_deflate=False,
     )
     return 0

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator
+from typing import NoReturn
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
@@ -245,7 +246,7 @@ def create_app(
     )
 
 
-def _refuse(problems: list[str]) -> None:
+def _refuse(problems: list[str]) -> NoReturn:
     """Print configuration problems plainly and stop (no traceback)."""
     print("bridge: cannot start, configuration problems:", file=sys.stderr)
     for problem in problems:
@@ -254,4 +255,22 @@ def _refuse(problems: list[str]) -> None:
     raise SystemExit(2)
 
 
-app = create_app()
+def __getattr__(name: str) -> Starlette:
+    """``bridge.app:app`` for uvicorn, configured from the environment on first access.
+
+    Built lazily and validated right here, so ``uvicorn bridge.app:app`` with a bad
+    configuration prints one line per problem and exits 2 instead of a traceback, and
+    importing this module (tests, ``create_app``) never reads the environment."""
+    if name != "app":
+        raise AttributeError(name)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        _refuse(exc.problems)
+    problems = startup_problems(settings)
+    if problems:
+        _refuse(problems)
+    logging.basicConfig(level=getattr(logging, settings.log_level, logging.INFO))
+    application = create_app(settings)
+    globals()["app"] = application
+    return application
