@@ -220,3 +220,46 @@ async def test_unsigned_requests_never_reach_the_model() -> None:
                 pass
         assert refused.value.response.status_code == 403
         assert not sim.connections
+
+
+async def test_abrupt_caller_disconnect_closes_the_model_socket_within_a_second() -> None:
+    sim = RealtimeSimulator(script=["agent_reply"], api_key=API_KEY)
+    async with sim, LocalBridge(sim.url, env={"OPENAI_API_KEY": API_KEY}) as bridge:
+        caller = await bridge.place_call(
+            script=[(200, "caller_question")], hangup_at_ms=4000, abrupt_hangup=True
+        )
+        result = await caller.run()
+        dropped_at = time.monotonic()
+        conn = sim.last_connection
+        assert await sim.wait_for(lambda: not conn.is_open, timeout=2.0)
+        assert conn.closed_at is not None and conn.closed_at - dropped_at < 1.0
+        assert result.closed_by == "abort"
+        assert bridge.services.metrics.calls_ended["caller_disconnected"] == 1
+
+
+async def test_concurrent_calls_keep_their_own_barge_in_accounting() -> None:
+    """Ten calls at once, each interrupting at its own moment: every truncate matches
+    what that call's caller heard, so no state leaks between calls."""
+    sim = RealtimeSimulator(script=["agent_reply"], api_key=API_KEY)
+    async with sim, LocalBridge(sim.url, env={"OPENAI_API_KEY": API_KEY}) as bridge:
+        callers = [
+            await bridge.place_call(
+                script=[(200, "caller_question"), (4200 + 250 * i, "caller_interrupt")],
+                hangup_at_ms=7500 + 250 * i,
+            )
+            for i in range(10)
+        ]
+        results = await asyncio.gather(*(c.run() for c in callers))
+        await sim.wait_for(lambda: sim.open_connections == 0, timeout=2.0)
+    by_item = {t.item_id: t for t in sim.truncations}
+    assert len(by_item) == 10
+    heard = []
+    for result in results:
+        assert not result.violations
+        assert len(result.clears) == 1
+        item = next(i for i in by_item if any(f":{i}:" in m.name for m in result.marks))
+        ms = item_heard_ms(result, item, result.clears[0].played_position)
+        assert ms - CHUNK_MS - 20 <= by_item[item].audio_end_ms <= ms + 5
+        heard.append(ms)
+    # The interruptions really happened at different points of the reply.
+    assert max(heard) - min(heard) > 1500

@@ -478,3 +478,26 @@ def test_max_duration_ends_the_call() -> None:
     assert call.session.tick(59_999) == []
     out = call.session.tick(60_000)
     assert isinstance(out[-1], EndCall) and out[-1].reason == "max_duration"
+
+
+def test_send_dtmf_plays_tones_to_twilio_and_tracks_them_like_speech() -> None:
+    from bridge.audio.dtmf import dtmf_ulaw
+
+    call = ScriptedCall()
+    call.start()
+    call.response_created()
+    call.model(
+        "response.function_call_arguments.done",
+        response_id="resp_1",
+        call_id="c1",
+        name="send_dtmf",
+        arguments='{"digits": "12#"}',
+    )
+    out = call.feed(
+        call.session.tool_result("c1", '{"ok": true}', 0, ControlRequest("send_dtmf", digits="12#"))
+    )
+    media = to_twilio(out, "media")
+    assert len(media) == 1
+    assert base64.b64decode(media[0]["media"]["payload"]) == dtmf_ulaw("12#")
+    assert len(dtmf_ulaw("12#")) == 3 * (800 + 480)  # 100 ms tone + 60 ms gap per digit
+    assert marks(out)  # its playback is tracked like any agent audio
