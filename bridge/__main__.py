@@ -128,9 +128,10 @@ def cmd_twilio(args: argparse.Namespace) -> int:
     except CallControlError as exc:
         print(f"bridge: {exc}", file=sys.stderr)
         return 1
-    print(f"{args.number}: voice webhook -> {http_url(settings.public_url, '/twiml')}")
-    print(f"{args.number}: status callback -> {http_url(settings.public_url, '/status')}")
-    del configured
+    print(f"{configured.phone_number} ({configured.sid}): voice webhook -> {configured.voice_url}")
+    print(f"{configured.phone_number}: status callback -> {configured.status_callback}")
+    for warning in configured.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

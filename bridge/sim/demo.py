@@ -92,8 +92,6 @@ def build_timeline(
         media = next((m for m in result.media if m.position + m.size == mark.position), None)
         start = media.position if media else mark.position
         item_start[item] = start
-        heard_at = result.position_played_at(start) if hasattr(result, "position_played_at") else 0
-        del heard_at
         received = media.at_ms if media else mark.queued_ms
         words = texts.get(item, "")
         moments.append(Moment(received, "agent", f'speaks "{_short(words)}"'))

@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 import uvicorn
 from twilio.request_validator import RequestValidator
 
-from bridge.config import Secret, Settings, load_settings
+from bridge.config import Settings, load_settings
 from bridge.services import BridgeServices
 from bridge.sim.twilio_caller import TwilioCaller
 
@@ -178,12 +178,3 @@ class LocalBridge:
             auth_token=self.auth_token,
             **caller,
         )
-
-
-def redact(text: str, *secrets_: str | Secret | None) -> str:
-    """``text`` with every given secret replaced (for printing settings in the demo)."""
-    for value in secrets_:
-        raw = value.reveal() if isinstance(value, Secret) else value
-        if raw:
-            text = text.replace(raw, "***")
-    return text
