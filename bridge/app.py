@@ -81,6 +81,7 @@ async def twiml(request: Request) -> Response:
     call_sid = form.get("CallSid", "")
     parameters = {k: form[k] for k in ("From", "To", "CallSid") if form.get(k)}
     if call_sid:
+        services.admit(call_sid)
         parameters[STREAM_TOKEN_PARAM] = services.mint_stream_token(call_sid)
         if settings.preconnect:
             services.connector.preconnect(call_sid)

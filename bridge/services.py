@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("bridge")
 
 STREAM_TOKEN_PARAM = PARAM_TOKEN
+#: How long a webhook-admitted call holds a place before its stream must start.
+ADMISSION_TTL_S = 15.0
 
 
 def default_tools(agent: AgentConfig, settings: Settings) -> tuple[str, ...]:
@@ -102,6 +104,7 @@ class BridgeServices:
         self.tick_ms = tick_ms
         self._ticker: asyncio.Task[None] | None = None
         self._turn_seq: dict[str, int] = {}
+        self._admitted: dict[str, float] = {}
 
     # ------------------------------------------------------------- lifecycle
 
@@ -147,7 +150,21 @@ class BridgeServices:
 
     @property
     def at_capacity(self) -> bool:
-        return len(self.active) >= self.settings.max_calls
+        """Live calls plus calls answered by the webhook whose stream has not started yet.
+
+        Counting the admitted-but-not-started calls keeps a burst of incoming calls from
+        all passing the check before any of their streams arrives."""
+        return len(self.active) + self._admitted_count() >= self.settings.max_calls
+
+    def admit(self, call_sid: str) -> None:
+        """The webhook answered ``call_sid`` with a stream: hold its place for a while."""
+        self._admitted[call_sid] = time.monotonic() + ADMISSION_TTL_S
+
+    def _admitted_count(self) -> int:
+        now = time.monotonic()
+        for sid in [s for s, until in self._admitted.items() if until < now]:
+            del self._admitted[sid]
+        return len(self._admitted)
 
     def new_session(self) -> CallSession:
         return CallSession(self.session_config(self.agents.for_number(None)))
@@ -256,6 +273,7 @@ class BridgeServices:
         store = self.store
         info = relay.info
         if isinstance(action, StreamStarted):
+            self._admitted.pop(action.info.call_sid, None)
             params = action.info.custom_parameters
             agent = self.agent_for(action.info)
             log.info(

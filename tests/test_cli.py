@@ -119,7 +119,8 @@ async def test_capacity_limit_answers_busy_and_health_and_metrics_report() -> No
     ):
         caller = await bridge.place_call(script=[(200, "caller_question")], duration_ms=2500)
         running = asyncio.create_task(caller.run())
-        await sim.wait_for(lambda: sim.open_connections == 1, timeout=5)
+        services = bridge.services
+        await sim.wait_for(lambda: services.active and services.metrics.calls_started, timeout=5)
         status, body = await bridge.post_webhook(
             "/twiml", {"CallSid": "CA" + "3" * 32, "From": "+1555", "To": "+1666"}
         )
