@@ -35,9 +35,17 @@ async def run_tool_call(
     tool_entry: str, script: list[Any], hangup_at_ms: int = 7500, **env: str
 ) -> tuple[Any, Any]:
     sim = RealtimeSimulator(script=script, api_key=API_KEY)
-    async with sim, LocalBridge(sim.url, env={
-        "OPENAI_API_KEY": API_KEY, "AGENT_TOOLS": f"hang_up,{tool_entry}", **env,
-    }) as bridge:
+    async with (
+        sim,
+        LocalBridge(
+            sim.url,
+            env={
+                "OPENAI_API_KEY": API_KEY,
+                "AGENT_TOOLS": f"hang_up,{tool_entry}",
+                **env,
+            },
+        ) as bridge,
+    ):
         caller = await bridge.place_call(
             script=[(200, "caller_question")], hangup_at_ms=hangup_at_ms
         )
@@ -50,9 +58,7 @@ async def test_tool_round_trip_and_the_agent_speaks_the_answer() -> None:
         "tests.example_tools:lookup_order",
         [fc("lookup_order", {"order_id": "A100"}), "agent_short"],
     )
-    assert [json.loads(o) for o in tool_outputs(sim)] == [
-        {"order_id": "A100", "status": "shipped"}
-    ]
+    assert [json.loads(o) for o in tool_outputs(sim)] == [{"order_id": "A100", "status": "shipped"}]
     tools = sim.last_connection.received_events("session.update")[0]["session"]["tools"]
     assert {t["name"] for t in tools} == {"hang_up", "lookup_order"}
     assert load_clip("agent_short") in result.heard
@@ -87,8 +93,11 @@ async def test_slow_tool_gets_a_filler_line_and_no_response_collision() -> None:
         "tests.agent_tools:slow_lookup", script, 10500, TOOL_FILLER_AFTER_MS="400"
     )
     conn = sim.last_connection
-    received = [(r.event["type"], r.event) for r in conn.received
-                if r.event["type"] in ("response.create", "conversation.item.create")]
+    received = [
+        (r.event["type"], r.event)
+        for r in conn.received
+        if r.event["type"] in ("response.create", "conversation.item.create")
+    ]
     kinds = [k for k, _ in received]
     # filler response first, then the tool output, then the response that speaks it.
     assert kinds == ["response.create", "conversation.item.create", "response.create"]
@@ -105,10 +114,17 @@ async def test_tool_result_during_a_caller_turn_waits_for_the_active_response() 
         script=[fc("very_slow_lookup", {"order_id": "A1"}), "agent_short", "agent_goodbye"],
         api_key=API_KEY,
     )
-    async with sim, LocalBridge(sim.url, env={
-        "OPENAI_API_KEY": API_KEY, "AGENT_TOOLS": "tests.agent_tools:very_slow_lookup",
-        "TOOL_FILLER_AFTER_MS": "0",
-    }) as bridge:
+    async with (
+        sim,
+        LocalBridge(
+            sim.url,
+            env={
+                "OPENAI_API_KEY": API_KEY,
+                "AGENT_TOOLS": "tests.agent_tools:very_slow_lookup",
+                "TOOL_FILLER_AFTER_MS": "0",
+            },
+        ) as bridge,
+    ):
         caller = await bridge.place_call(
             script=[(200, "caller_question"), (3000, "caller_interrupt")], hangup_at_ms=13000
         )
@@ -119,8 +135,11 @@ async def test_tool_result_during_a_caller_turn_waits_for_the_active_response() 
     statuses = [(r.trigger, r.status) for r in conn.responses]
     # The tool call, the VAD response to the caller's turn, then the one speaking the result.
     assert statuses == [("vad", "completed"), ("vad", "completed"), ("client", "completed")]
-    kinds = [r.event["type"] for r in conn.received
-             if r.event["type"] in ("response.create", "conversation.item.create")]
+    kinds = [
+        r.event["type"]
+        for r in conn.received
+        if r.event["type"] in ("response.create", "conversation.item.create")
+    ]
     assert kinds == ["conversation.item.create", "response.create"]
     assert load_clip("agent_goodbye") in result.heard
 
@@ -132,20 +151,25 @@ async def test_hang_up_waits_for_the_goodbye_to_play_then_uses_the_rest_api() ->
     )
     hung_up: dict[str, float] = {}
     async with sim, TwilioRestSimulator(auth_token=token) as rest:
-        async with LocalBridge(sim.url, auth_token=token, env={
-            "OPENAI_API_KEY": API_KEY, "TWILIO_ACCOUNT_SID": rest.account_sid,
-            "TWILIO_API_BASE_URL": rest.base_url,
-        }) as bridge:
+        async with LocalBridge(
+            sim.url,
+            auth_token=token,
+            env={
+                "OPENAI_API_KEY": API_KEY,
+                "TWILIO_ACCOUNT_SID": rest.account_sid,
+                "TWILIO_API_BASE_URL": rest.base_url,
+            },
+        ) as bridge:
             call_sid = "CA" + "7" * 32
             rest.add_call(call_sid, to="+15559990000", from_="+15550001111")
-            caller = await bridge.place_call(call_sid=call_sid, script=[(200, "caller_question")],
-                                             duration_ms=15000)
+            caller = await bridge.place_call(
+                call_sid=call_sid, script=[(200, "caller_question")], duration_ms=15000
+            )
 
             def on_update(sid: str, form: dict[str, str]) -> None:
                 hung_up["t"] = time.monotonic()
                 # Twilio ends the Media Stream once the call is completed.
-                asyncio.get_running_loop().call_soon(
-                    lambda: asyncio.ensure_future(caller.hangup()))
+                asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(caller.hangup()))
 
             rest.on_call_update = on_update
             result = await caller.run()
@@ -153,8 +177,10 @@ async def test_hang_up_waits_for_the_goodbye_to_play_then_uses_the_rest_api() ->
     assert [u.form.get("Status") for u in updates] == ["completed"]
     goodbye = load_clip("agent_goodbye")
     assert goodbye in result.heard
-    last_mark = max((m for m in result.marks if m.echoed_ms is not None and not m.cleared),
-                    key=lambda m: m.echoed_ms or 0)
+    last_mark = max(
+        (m for m in result.marks if m.echoed_ms is not None and not m.cleared),
+        key=lambda m: m.echoed_ms or 0,
+    )
     assert result.t0 is not None and last_mark.echoed_ms is not None
     # The REST hang-up came only after the goodbye's last mark had echoed.
     assert hung_up["t"] >= result.t0 + last_mark.echoed_ms / 1000
@@ -170,16 +196,24 @@ async def test_transfer_only_to_allowed_numbers() -> None:
         api_key=API_KEY,
     )
     async with sim, TwilioRestSimulator(auth_token=token) as rest:
-        async with LocalBridge(sim.url, auth_token=token, env={
-            "OPENAI_API_KEY": API_KEY, "TWILIO_ACCOUNT_SID": rest.account_sid,
-            "TWILIO_API_BASE_URL": rest.base_url, "TRANSFER_NUMBERS": "+15550009999",
-        }) as bridge:
+        async with LocalBridge(
+            sim.url,
+            auth_token=token,
+            env={
+                "OPENAI_API_KEY": API_KEY,
+                "TWILIO_ACCOUNT_SID": rest.account_sid,
+                "TWILIO_API_BASE_URL": rest.base_url,
+                "TRANSFER_NUMBERS": "+15550009999",
+            },
+        ) as bridge:
             call_sid = "CA" + "8" * 32
             rest.add_call(call_sid, to="+15559990000", from_="+15550001111")
-            caller = await bridge.place_call(call_sid=call_sid, script=[(200, "caller_question")],
-                                             duration_ms=9000)
+            caller = await bridge.place_call(
+                call_sid=call_sid, script=[(200, "caller_question")], duration_ms=9000
+            )
             rest.on_call_update = lambda sid, form: asyncio.get_running_loop().call_soon(
-                lambda: asyncio.ensure_future(caller.hangup()))
+                lambda: asyncio.ensure_future(caller.hangup())
+            )
             result = await caller.run()
         updates = [r for r in rest.requests if r.method == "POST" and call_sid in r.path]
     refusal, accepted = tool_outputs(sim)
@@ -200,9 +234,16 @@ async def test_calls_are_routed_to_agent_profiles_by_called_number(tmp_path: Pat
         '[routes]\n"+15559990001" = "sales"\ndefault = "front"\n'
     )
     sim = RealtimeSimulator(script=["agent_short"], api_key=API_KEY)
-    async with sim, LocalBridge(sim.url, env={
-        "OPENAI_API_KEY": API_KEY, "BRIDGE_AGENTS_FILE": str(agents),
-    }) as bridge:
+    async with (
+        sim,
+        LocalBridge(
+            sim.url,
+            env={
+                "OPENAI_API_KEY": API_KEY,
+                "BRIDGE_AGENTS_FILE": str(agents),
+            },
+        ) as bridge,
+    ):
         for to in ("+15559990001", "+15550000000"):
             caller = await bridge.place_call(to=to, duration_ms=600)
             await caller.run()
@@ -216,11 +257,14 @@ async def test_calls_are_routed_to_agent_profiles_by_called_number(tmp_path: Pat
 async def test_a_finished_call_has_its_record_transcript_and_usage(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'calls.db'}"
     sim = RealtimeSimulator(
-        script=["agent_reply", "agent_short"], api_key=API_KEY,
+        script=["agent_reply", "agent_short"],
+        api_key=API_KEY,
         caller_transcripts=["What are your opening hours?", "What about Sundays?"],
     )
-    async with sim, LocalBridge(sim.url, env={"OPENAI_API_KEY": API_KEY,
-                                              "DATABASE_URL": db}) as bridge:
+    async with (
+        sim,
+        LocalBridge(sim.url, env={"OPENAI_API_KEY": API_KEY, "DATABASE_URL": db}) as bridge,
+    ):
         caller = await bridge.place_call(
             script=[(200, "caller_question"), (5000, "caller_interrupt")], hangup_at_ms=11500
         )

@@ -1,10 +1,74 @@
-"""Placeholder until this command lands."""
+"""``python -m bridge bench``: the load benchmark (see docs/performance.md)."""
 
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 
 
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = sub.add_parser("bench", help="not available yet")
-    parser.set_defaults(func=lambda args: 1)
+    bench = sub.add_parser(
+        "bench",
+        help="load benchmark: N simulated calls through a separate bridge process",
+        description="Start the bridge as its own process, place N signed calls from "
+        "simulated Twilio callers against the Realtime simulator, and print one summary "
+        "line (and optionally JSON). See docs/performance.md.",
+    )
+    bench.add_argument("--calls", type=int, default=50, help="concurrent calls (default 50)")
+    bench.add_argument("--duration", type=float, default=30.0,
+                       help="seconds of steady state measured after the ramp (default 30)")
+    bench.add_argument("--audio", choices=("passthrough", "pcm16"), default="passthrough")
+    bench.add_argument("--json", dest="json_path", default=None,
+                       help="also write the full results as JSON to this file")
+    bench.add_argument("--bridge-cpu", type=int, default=None,
+                       help="pin the bridge process to this CPU (e.g. 0)")
+    bench.add_argument("--gen-cpu", type=int, default=None,
+                       help="pin the load generator (callers + simulator) to this CPU")
+    bench.add_argument("--ramp", type=float, default=None,
+                       help="seconds over which calls are placed (default max(2, N/150))")
+    bench.add_argument("--barge-every", type=int, default=5,
+                       help="every n-th call barges in once (0 = never; default 5)")
+    bench.add_argument("--tickers", type=int, default=20,
+                       help="20 ms caller clocks with random phases (1 = all frames in the "
+                       "same instant, the worst case; default 20)")
+    bench.add_argument("--ws", choices=("auto", "websockets", "websockets-sansio", "wsproto"),
+                       default=None, help="serve via bridge.bench.server with this ws impl")
+    bench.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default=None,
+                       help="serve via bridge.bench.server with this event loop")
+    bench.add_argument("--http", choices=("auto", "h11", "httptools"), default=None,
+                       help="serve via bridge.bench.server with this HTTP parser")
+    bench.add_argument("--json-lib", choices=("stdlib", "orjson"), default=None,
+                       help="serve via bridge.bench.server with this JSON library (experiment)")
+    bench.add_argument("--log-level", default="INFO", help="the bridge's LOG_LEVEL (INFO)")
+    bench.add_argument("--profile", default=None, metavar="FILE",
+                       help="record the steady-state window with py-spy into FILE")
+    bench.add_argument("--profile-format", default="raw",
+                       choices=("raw", "flamegraph", "speedscope"))
+    bench.add_argument("--no-warmup", action="store_true",
+                       help="skip the warm-up call before the idle RSS reading")
+    bench.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bridge.bench.load import BenchOptions, run_bench, summary_line, to_json
+
+    if args.calls < 1 or args.duration <= 0:
+        print("bench: --calls must be >= 1 and --duration > 0", file=sys.stderr)
+        return 2
+    opts = BenchOptions(
+        calls=args.calls, duration=args.duration, audio=args.audio, ramp=args.ramp,
+        bridge_cpu=args.bridge_cpu, gen_cpu=args.gen_cpu, ws=args.ws, loop=args.loop,
+        http=args.http, json_lib=args.json_lib, barge_every=args.barge_every,
+        log_level=args.log_level, profile=args.profile, profile_format=args.profile_format,
+        warmup=not args.no_warmup, tickers=args.tickers,
+    )
+    summary = run_bench(opts)
+    print(summary_line(summary), flush=True)
+    if args.json_path:
+        with open(args.json_path, "w", encoding="utf-8") as f:
+            f.write(to_json(summary) + "\n")
+    for note in summary.get("notes", []):
+        print(f"bench: note: {note}", file=sys.stderr)
+    ok = summary["calls_failed"] == 0 and summary["bridge_exit_code"] in (0, None, -signal.SIGTERM)
+    return 0 if ok else 1

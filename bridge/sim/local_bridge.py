@@ -91,6 +91,7 @@ class LocalBridge:
             self.app,
             log_level="warning",
             lifespan="on",
+            ws="websockets-sansio",
             ws_per_message_deflate=False,
             ws_max_size=self.settings.max_message_bytes,
         )

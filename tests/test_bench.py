@@ -1,0 +1,43 @@
+"""Smoke test of the load benchmark: two short calls through a real bridge process.
+
+No speed assertions (speed lives in bench/ and docs/performance.md): only that
+the run completes and every summary field is present and sane.
+"""
+
+from __future__ import annotations
+
+import json
+
+from bridge.__main__ import main
+from bridge.bench.load import BenchOptions, run_bench, summary_line
+
+
+def test_bench_two_calls_summary_is_sane() -> None:
+    s = run_bench(BenchOptions(calls=2, duration=2.0, ramp=0.5, barge_every=0,
+                               log_level="WARNING", warmup=False))
+    assert s["calls"] == 2
+    assert s["calls_failed"] == 0
+    assert s["window_s"] >= 2.0
+    assert s["cpu_ms_per_call_s"] is not None and s["cpu_ms_per_call_s"] >= 0
+    assert s["rss_idle_kib"] > 0 and s["rss_steady_kib"] > 0
+    for key in ("upstream_ms", "downstream_ms", "start_to_model_ready_ms", "gen_loop_lag_ms"):
+        dist = s[key]
+        assert set(dist) >= {"n", "p50", "p95", "p99", "max"}
+    # 2 calls x 2 s of 20 ms frames: the upstream side always has samples.
+    assert s["upstream_ms"]["n"] > 100
+    assert 0 <= s["upstream_ms"]["p50"] <= s["upstream_ms"]["p99"]
+    assert s["start_to_model_ready_ms"]["n"] == 2
+    assert s["dropped_up_bytes"] == 0
+    assert s["garbled_frames"] == 0
+    assert s["model_sockets_open_1s_after_hangup"] == 0
+    line = summary_line(s)
+    assert line.startswith("bench: calls=2 ")
+    json.dumps(s, default=str)
+
+
+def test_bench_cli_registered(capsys: object) -> None:
+    import pytest
+
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--help"])
+    assert exc.value.code == 0
