@@ -198,6 +198,13 @@ async def test_stream_token_is_checked_before_any_model_connection() -> None:
         assert again.closed_by == "server"
         assert len(sim.connections) == 1
         assert bridge.services.metrics.calls_rejected["stream_token_replayed"] == 1
+        # An expired token (minted two minutes ago by this very bridge) is refused too.
+        _, fresh, expired_sid = await bridge.incoming_call()
+        fresh["streamToken"] = bridge.services.tokens.mint(expired_sid, time.time() - 120)
+        late = await _twilio_start_rejected(bridge, sim, fresh, expired_sid)
+        assert late.closed_by == "server"
+        assert bridge.services.metrics.calls_rejected["stream_token_expired"] == 1
+        assert len(sim.connections) == 1
 
 
 async def test_unsigned_requests_never_reach_the_model() -> None:
@@ -263,3 +270,28 @@ async def test_concurrent_calls_keep_their_own_barge_in_accounting() -> None:
         heard.append(ms)
     # The interruptions really happened at different points of the reply.
     assert max(heard) - min(heard) > 1500
+
+
+async def test_oversized_frame_closes_only_that_call_with_a_clear_code() -> None:
+    sim = RealtimeSimulator(script=["agent_short"], api_key=API_KEY)
+    async with (
+        sim,
+        LocalBridge(
+            sim.url,
+            env={
+                "OPENAI_API_KEY": API_KEY,
+                "BRIDGE_MAX_MESSAGE_BYTES": "65536",
+            },
+        ) as bridge,
+    ):
+        hostile = await bridge.place_call(duration_ms=5000)
+        good = await bridge.place_call(script=[(300, "caller_question")], hangup_at_ms=7000)
+        good_run = asyncio.create_task(good.run())
+        hostile_run = asyncio.create_task(hostile.run())
+        await asyncio.sleep(0.5)
+        await hostile.send_raw('{"event": "media", "media": {"payload": "' + "A" * 100_000 + '"}}')
+        hostile_result = await hostile_run
+        good_result = await good_run
+    assert hostile_result.closed_by == "server" and hostile_result.close_code == 1009
+    assert good_result.closed_by == "caller"
+    assert load_clip("agent_short") in good_result.heard
