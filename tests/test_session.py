@@ -501,3 +501,13 @@ def test_send_dtmf_plays_tones_to_twilio_and_tracks_them_like_speech() -> None:
     assert base64.b64decode(media[0]["media"]["payload"]) == dtmf_ulaw("12#")
     assert len(dtmf_ulaw("12#")) == 3 * (800 + 480)  # 100 ms tone + 60 ms gap per digit
     assert marks(out)  # its playback is tracked like any agent audio
+
+
+def test_a_flood_of_bad_frames_is_counted_but_not_logged_every_time() -> None:
+    call = ScriptedCall()
+    call.start()
+    bad = json.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": "%%%"}})
+    notices = [a for _ in range(1000) for a in call.session.twilio_frame(bad, 0)]
+    assert [type(n) for n in notices] == [Notice] * 3  # the 1st, 500th and 1000th
+    assert "1000 times" in notices[-1].message  # type: ignore[union-attr]
+    assert call.session.stats["bad_frames"] == 1000

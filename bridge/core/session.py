@@ -159,7 +159,7 @@ class CallSession:
         self._control: _PendingControl | None = None
         self._dtmf: list[str] = []
         self._dtmf_last = 0
-        self._warned: set[str] = set()
+        self._warned: dict[str, int] = {}
         self._audio_in_reported = 0
         self._dtmf_played = 0
         self.stats: dict[str, int] = {
@@ -201,13 +201,17 @@ class CallSession:
         return max(0, now - self.started_at)
 
     def _warn_once(self, code: str, message: str, level: str = "warning") -> list[Action]:
-        if code in self._warned:
-            return []
-        self._warned.add(code)
-        return [Notice(level, code, message)]  # type: ignore[arg-type]
+        """A notice the first time ``code`` happens, then one per 500 repeats.
 
-    def _send_twilio(self, message: dict[str, Any]) -> SendTwilio:
-        return SendTwilio(message)
+        A misbehaving peer can send garbage 50 times a second; the log should say so
+        without becoming a flood (the counters in ``stats`` keep the exact numbers)."""
+        seen = self._warned.get(code, 0) + 1
+        self._warned[code] = seen
+        if seen == 1:
+            return [Notice(level, code, message)]  # type: ignore[arg-type]
+        if seen % 500 == 0:
+            return [Notice(level, code, f"{message} ({seen} times so far)")]  # type: ignore[arg-type]
+        return []
 
     # ------------------------------------------------------------ Twilio side
 
@@ -237,16 +241,17 @@ class CallSession:
             )
         except MediaProtocolError as exc:
             self.stats["bad_frames"] += 1
-            if self.phase is Phase.WAITING_START and "'start'" in str(exc):
-                return self.end("bad_start", str(exc), now)
-            return [
-                Notice("warning", "twilio_bad_frame", f"ignoring malformed Twilio frame: {exc}")
-            ]
+            return self._warn_once("twilio_bad_frame", f"ignoring malformed Twilio frame: {exc}")
 
     def _on_start(self, message: dict[str, Any], now: int) -> list[Action]:
         if self.phase is not Phase.WAITING_START:
             return self._warn_once("twilio_duplicate_start", "ignoring a second 'start' message")
-        info = parse_start(message)
+        try:
+            info = parse_start(message)
+        except MediaProtocolError as exc:
+            # Without a valid start there is no call to bridge: say why and hang up.
+            self.stats["bad_frames"] += 1
+            return self.end("bad_start", str(exc), now)
         self.stream = info
         self.started_at = now
         self.phase = Phase.AUTHORISING
@@ -276,7 +281,7 @@ class CallSession:
             audio = b64decode(payload, validate=True)
         except binascii.Error:
             self.stats["bad_frames"] += 1
-            return [Notice("warning", "twilio_bad_base64", "ignoring media with invalid base64")]
+            return self._warn_once("twilio_bad_base64", "ignoring media with invalid base64")
         self.stats["media_in"] += 1
         self.stats["audio_in_bytes"] += len(audio)
         if not self._passthrough:
@@ -389,13 +394,10 @@ class CallSession:
         try:
             return handler(event, now)
         except (KeyError, TypeError, ValueError, binascii.Error) as exc:
-            return [
-                Notice(
-                    "warning",
-                    "model_bad_event",
-                    f"ignoring malformed {kind!r} from the model ({exc.__class__.__name__}: {exc})",
-                )
-            ]
+            return self._warn_once(
+                "model_bad_event",
+                f"ignoring malformed {kind!r} from the model ({exc.__class__.__name__}: {exc})",
+            )
 
     def _on_session_updated(self, event: dict[str, Any], now: int) -> list[Action]:
         session = event.get("session") or {}
