@@ -35,6 +35,7 @@ from bridge.core.actions import (
 )
 from bridge.core.inputs import CallInput, apply_input
 from bridge.core.session import CallSession, SessionConfig
+from bridge.realtime.connection import send_now
 from bridge.twilio.media import StreamInfo
 
 if TYPE_CHECKING:
@@ -225,7 +226,7 @@ class CallRelay:
 
     async def _send(self, action: SendTwilio | SendModel, now: int) -> None:
         if type(action) is SendTwilio:
-            text = _dumps(action.message)  # type: ignore[union-attr]
+            text = action.wire or _dumps(action.message)  # type: ignore[union-attr]
             if self.tape is not None:
                 self.tape.output(now, action, text)
             if not self._closing:
@@ -234,13 +235,14 @@ class CallRelay:
                 except Exception:  # noqa: BLE001 - the reader sees the close and ends the call
                     pass
             return
-        text = _dumps(action.event)  # type: ignore[union-attr]
+        text = action.wire or _dumps(action.event)  # type: ignore[union-attr]
         if self.tape is not None:
             self.tape.output(now, action, text)
         model = self.model
         if model is not None and not self._closing:
             try:
-                await model.send(text)
+                if not send_now(model, text):
+                    await model.send(text)
             except Exception:  # noqa: BLE001 - the model reader sees the close
                 pass
 

@@ -16,16 +16,22 @@ from bridge.twilio.media import StreamInfo
 
 @dataclass(frozen=True, slots=True)
 class SendTwilio:
-    """Send this message to Twilio (JSON text frame)."""
+    """Send this message to Twilio (JSON text frame).
+
+    ``wire`` is the frame already serialised, for the per-frame audio messages whose
+    JSON the core can write more cheaply than a generic encoder; drivers send it as is.
+    """
 
     message: dict[str, Any]
+    wire: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class SendModel:
-    """Send this client event to the Realtime server (JSON text frame)."""
+    """Send this client event to the Realtime server (JSON text frame); see ``SendTwilio.wire``."""
 
     event: dict[str, Any]
+    wire: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

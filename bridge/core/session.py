@@ -124,6 +124,32 @@ def _b64_len(payload: str) -> int:
     return n * 3 // 4 - pad
 
 
+def _append(payload: str) -> SendModel:
+    """``input_audio_buffer.append`` with its JSON written directly.
+
+    ``payload`` is validated (or freshly encoded) base64, so it needs no escaping; this
+    runs 50 times a second per call, where a generic encoder is measurable."""
+    return SendModel(
+        {"type": "input_audio_buffer.append", "audio": payload},
+        '{"type": "input_audio_buffer.append", "audio": "' + payload + '"}',
+    )
+
+
+def _media(stream_sid: str, payload: str) -> SendTwilio:
+    """A Twilio ``media`` message with its JSON written directly (see ``_append``).
+
+    The stream SID comes from a parsed ``start`` message and may in principle hold any
+    character, so it is JSON-encoded; the base64 payload needs no escaping."""
+    return SendTwilio(
+        media_message(stream_sid, payload),
+        '{"event": "media", "streamSid": '
+        + json.dumps(stream_sid)
+        + ', "media": {"payload": "'
+        + payload
+        + '"}}',
+    )
+
+
 class CallSession:
     """The per-call state machine.  Every public method returns a list of actions."""
 
@@ -288,7 +314,7 @@ class CallSession:
             assert self._transcoder is not None
             payload = b64encode(self._transcoder.to_model(audio)).decode("ascii")
         if self.phase is Phase.ACTIVE:
-            return [SendModel({"type": "input_audio_buffer.append", "audio": payload})]
+            return [_append(payload)]
         return self._buffer_preconnect(payload, len(audio))
 
     def _buffer_preconnect(self, payload: str, nbytes: int) -> list[Action]:
@@ -368,7 +394,7 @@ class CallSession:
             )
         ]
         for payload, _ in self._preconnect:
-            actions.append(SendModel({"type": "input_audio_buffer.append", "audio": payload}))
+            actions.append(_append(payload))
         self._preconnect.clear()
         self._preconnect_bytes = 0
         if self._dtmf:
@@ -518,7 +544,7 @@ class CallSession:
         sid = self.stream.stream_sid
         actions: list[Action] = []
         if payload:
-            actions.append(SendTwilio(media_message(sid, payload)))
+            actions.append(_media(sid, payload))
         actions.append(SendTwilio(mark_message(sid, name)))
         return actions
 

@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.protocol import State
 
 from bridge.config import Secret
 from bridge.realtime.dialects import DialectSpec
@@ -54,6 +55,33 @@ class ModelEndpoint:
             # class and the text but make sure the key never slips into it.
             text = str(exc).replace(key, "***") if key else str(exc)
             raise ConnectionError(f"cannot reach the Realtime server at {url}: {text}") from None
+
+
+#: Above this many bytes waiting in the socket's buffer, sends go through the library's
+#: own path, which waits for the buffer to drain (backpressure).
+FAST_SEND_BUFFER_LIMIT = 64 * 1024
+
+
+def send_now(connection: ClientConnection, text: str) -> bool:
+    """Write one text frame without awaiting, when that is safe; False means "use send()".
+
+    ``ClientConnection.send`` enters an async context manager, checks state and awaits a
+    drain for every message; at 50 audio frames per second per call that bookkeeping is
+    a measurable share of the bridge's CPU (docs/performance.md).  When the connection
+    is open, no fragmented message is in progress and the transport's buffer is nearly
+    empty, the library's own sans-I/O protocol frames the message and ``send_data``
+    writes it: the same bytes, without the per-message await.  Anything unusual (closing,
+    a full buffer) falls back to ``send()``, which handles it.
+    """
+    if (
+        connection.protocol.state is not State.OPEN
+        or connection.send_in_progress is not None
+        or connection.transport.get_write_buffer_size() > FAST_SEND_BUFFER_LIMIT
+    ):
+        return False
+    connection.protocol.send_text(text.encode())
+    connection.send_data()
+    return True
 
 
 class ModelConnector:

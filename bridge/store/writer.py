@@ -62,6 +62,7 @@ class WriteBehind:
         retry_initial_s: float = 0.05,
         retry_max_s: float = 5.0,
         report_every_s: float = 30.0,
+        linger_s: float = 0.2,
     ) -> None:
         if max_pending < 1 or batch_size < 1:
             raise ValueError("max_pending and batch_size must be at least 1")
@@ -71,6 +72,9 @@ class WriteBehind:
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
         self._report_every_s = report_every_s
+        # Waiting a moment after the first record lets a busy bridge commit many calls'
+        # records in one transaction instead of one thread hop and commit per record.
+        self._linger_s = linger_s
         self._queue: deque[Statement] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -231,6 +235,8 @@ class WriteBehind:
                 self._wake.clear()
                 if not self._queue and not self._closing:
                     await self._wake.wait()
+                    if self._linger_s and not self._closing:
+                        await asyncio.sleep(self._linger_s)
                 continue
             batch = list(islice(self._queue, self._batch_size))
             try:
