@@ -69,6 +69,10 @@ class SQLiteBackend(Backend):
                 if str(mode).lower() != "wal":
                     raise sqlite3.OperationalError(f"could not enable WAL (journal_mode={mode})")
                 conn.execute("PRAGMA synchronous=NORMAL")
+            # The bridge only appends call records; a large page cache buys nothing and
+            # grows with the database (SQLite's default is 2 MiB), which showed up as
+            # slowly rising RSS in 10-minute load runs (docs/performance.md).
+            conn.execute("PRAGMA cache_size=-256")
             self._migrate(conn)
         except BaseException:
             conn.close()
