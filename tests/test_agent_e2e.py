@@ -144,12 +144,16 @@ async def test_tool_result_during_a_caller_turn_waits_for_the_active_response() 
     assert load_clip("agent_goodbye") in result.heard
 
 
-async def test_hang_up_waits_for_the_goodbye_to_play_then_uses_the_rest_api() -> None:
+async def call_through_twilio_rest(
+    sim: RealtimeSimulator, *, duration_ms: int, **env: str
+) -> tuple[Any, list[Any], list[float]]:
+    """One call whose hang-up/transfer goes to the Twilio REST stand-in.
+
+    Like Twilio, the stand-in ends the Media Stream once the call is updated. Returns
+    the caller's result, the REST updates of the call and when each arrived."""
     token = "f" * 32
-    sim = RealtimeSimulator(
-        script=[["agent_goodbye", fc("hang_up", {"reason": "caller is done"})]], api_key=API_KEY
-    )
-    hung_up: dict[str, float] = {}
+    call_sid = "CA" + "7" * 32
+    updated_at: list[float] = []
     async with sim, TwilioRestSimulator(auth_token=token) as rest:
         async with LocalBridge(
             sim.url,
@@ -158,22 +162,29 @@ async def test_hang_up_waits_for_the_goodbye_to_play_then_uses_the_rest_api() ->
                 "OPENAI_API_KEY": API_KEY,
                 "TWILIO_ACCOUNT_SID": rest.account_sid,
                 "TWILIO_API_BASE_URL": rest.base_url,
+                **env,
             },
         ) as bridge:
-            call_sid = "CA" + "7" * 32
             rest.add_call(call_sid, to="+15559990000", from_="+15550001111")
             caller = await bridge.place_call(
-                call_sid=call_sid, script=[(200, "caller_question")], duration_ms=15000
+                call_sid=call_sid, script=[(200, "caller_question")], duration_ms=duration_ms
             )
 
             def on_update(sid: str, form: dict[str, str]) -> None:
-                hung_up["t"] = time.monotonic()
-                # Twilio ends the Media Stream once the call is completed.
+                updated_at.append(time.monotonic())
                 asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(caller.hangup()))
 
             rest.on_call_update = on_update
             result = await caller.run()
         updates = [r for r in rest.requests if r.method == "POST" and call_sid in r.path]
+    return result, updates, updated_at
+
+
+async def test_hang_up_waits_for_the_goodbye_to_play_then_uses_the_rest_api() -> None:
+    sim = RealtimeSimulator(
+        script=[["agent_goodbye", fc("hang_up", {"reason": "caller is done"})]], api_key=API_KEY
+    )
+    result, updates, updated_at = await call_through_twilio_rest(sim, duration_ms=15000)
     assert [u.form.get("Status") for u in updates] == ["completed"]
     goodbye = load_clip("agent_goodbye")
     assert goodbye in result.heard
@@ -183,11 +194,10 @@ async def test_hang_up_waits_for_the_goodbye_to_play_then_uses_the_rest_api() ->
     )
     assert result.t0 is not None and last_mark.echoed_ms is not None
     # The REST hang-up came only after the goodbye's last mark had echoed.
-    assert hung_up["t"] >= result.t0 + last_mark.echoed_ms / 1000
+    assert updated_at[0] >= result.t0 + last_mark.echoed_ms / 1000
 
 
 async def test_transfer_only_to_allowed_numbers() -> None:
-    token = "e" * 32
     sim = RealtimeSimulator(
         script=[
             fc("transfer_call", {"to": "+19005550123"}),
@@ -195,34 +205,15 @@ async def test_transfer_only_to_allowed_numbers() -> None:
         ],
         api_key=API_KEY,
     )
-    async with sim, TwilioRestSimulator(auth_token=token) as rest:
-        async with LocalBridge(
-            sim.url,
-            auth_token=token,
-            env={
-                "OPENAI_API_KEY": API_KEY,
-                "TWILIO_ACCOUNT_SID": rest.account_sid,
-                "TWILIO_API_BASE_URL": rest.base_url,
-                "TRANSFER_NUMBERS": "+15550009999",
-            },
-        ) as bridge:
-            call_sid = "CA" + "8" * 32
-            rest.add_call(call_sid, to="+15559990000", from_="+15550001111")
-            caller = await bridge.place_call(
-                call_sid=call_sid, script=[(200, "caller_question")], duration_ms=9000
-            )
-            rest.on_call_update = lambda sid, form: asyncio.get_running_loop().call_soon(
-                lambda: asyncio.ensure_future(caller.hangup())
-            )
-            result = await caller.run()
-        updates = [r for r in rest.requests if r.method == "POST" and call_sid in r.path]
-    refusal, accepted = tool_outputs(sim)
-    assert "+19005550123" not in [u.form.get("Twiml", "") for u in updates]
+    result, updates, _ = await call_through_twilio_rest(
+        sim, duration_ms=9000, TRANSFER_NUMBERS="+15550009999"
+    )
+    refusal, _accepted = tool_outputs(sim)
     assert "not" in json.loads(refusal)["error"].lower() and "+15550009999" in refusal
     assert len(updates) == 1
     assert "<Dial" in updates[0].form["Twiml"] and "+15550009999" in updates[0].form["Twiml"]
+    assert "+19005550123" not in updates[0].form["Twiml"]
     assert load_clip("agent_short") in result.heard  # its words played before the transfer
-    del accepted
 
 
 async def test_calls_are_routed_to_agent_profiles_by_called_number(tmp_path: Path) -> None:
