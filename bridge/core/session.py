@@ -540,11 +540,18 @@ class CallSession:
         self.stats["deltas_forwarded"] += 1
         if response_id in self._response_samples:
             self._response_samples[response_id] += samples
-        name = self.ledger.record_chunk(item_id, response_id, samples, now)
+        return self._play(item_id, response_id, samples, payload, now)
+
+    def _play(
+        self, item_id: str, response_id: str, samples: int, payload: str, now: int
+    ) -> list[Action]:
+        """Send agent audio to Twilio, followed by the mark that will tell when it played.
+
+        ``samples`` is the model-timeline length the ledger accounts for this audio."""
+        assert self.stream is not None
         sid = self.stream.stream_sid
-        actions: list[Action] = []
-        if payload:
-            actions.append(_media(sid, payload))
+        name = self.ledger.record_chunk(item_id, response_id, samples, now)
+        actions: list[Action] = [_media(sid, payload)] if payload else []
         actions.append(SendTwilio(mark_message(sid, name)))
         return actions
 
@@ -559,11 +566,9 @@ class CallSession:
             if tail:
                 # The resampler's last few ms belong to this item; send them before its
                 # final mark so that mark really means "the whole item played".
-                actions.append(
-                    SendTwilio(media_message(self.stream.stream_sid, b64encode(tail).decode()))
+                actions += self._play(
+                    item_id, playback.response_id, 0, b64encode(tail).decode("ascii"), now
                 )
-                name = self.ledger.record_chunk(item_id, playback.response_id, 0, now)
-                actions.append(SendTwilio(mark_message(self.stream.stream_sid, name)))
         playback.audio_done = True
         return actions + self._settle_played(now)
 
@@ -714,14 +719,10 @@ class CallSession:
         self._dtmf_played += 1
         item_id = f"dtmf_{self._dtmf_played}"
         samples = len(audio) * (3 if not self._passthrough else 1)
-        name = self.ledger.record_chunk(item_id, "", samples, now)
+        actions = self._play(item_id, "", samples, b64encode(audio).decode("ascii"), now)
         self.ledger.items[item_id].audio_done = True
         self._agent_items[item_id] = _AgentItem(text=f"[DTMF {digits}]", text_done=True)
-        sid = self.stream.stream_sid
-        return [
-            SendTwilio(media_message(sid, b64encode(audio).decode("ascii"))),
-            SendTwilio(mark_message(sid, name)),
-        ]
+        return actions
 
     def _maybe_control(self, now: int) -> list[Action]:
         """Carry out a pending hang-up/transfer once the agent's last words have played."""
