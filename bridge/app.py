@@ -21,7 +21,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from bridge.config import ConfigError, Settings, http_url, load_settings, startup_problems
-from bridge.services import STREAM_TOKEN_PARAM, BridgeServices
+from bridge.services import STREAM_TOKEN_PARAM, BridgeServices, agent_directory
 from bridge.twilio.security import SIGNATURE_HEADER, validate_http_request, validate_websocket
 from bridge.twilio.twiml import busy_twiml, connect_stream_twiml
 
@@ -169,14 +169,9 @@ async def metrics(request: Request) -> Response:
 
 def build_services(settings: Settings) -> BridgeServices:
     """Services for ``settings``: agents, the store it names, REST call control if possible."""
-    from bridge.agents import AgentDirectory, load_agents
     from bridge.store import open_store
 
-    agents = (
-        load_agents(settings.agents_file, settings.agent)
-        if settings.agents_file
-        else AgentDirectory.single(settings.agent)
-    )
+    agents = agent_directory(settings)
     # Numbers named in the agents file's [transfer] table are allowed targets too.
     extra = tuple(n for n in agents.transfer_labels.values() if n not in settings.transfer_numbers)
     settings = settings.with_changes(transfer_numbers=settings.transfer_numbers + extra)
@@ -189,7 +184,7 @@ def build_services(settings: Settings) -> BridgeServices:
         calls = CallControl.from_settings(settings, base_url=settings.twilio_api_base_url)
     return BridgeServices(
         settings,
-        agents=agents if settings.agents_file else None,
+        agents=agents,
         store=open_store(settings.database_url),
         calls=calls,
     )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from types import FrameType
 
 import uvicorn
@@ -43,17 +42,7 @@ class DrainingServer(uvicorn.Server):
         self._drain = asyncio.get_event_loop().create_task(self._drain_then_exit())
 
     async def _drain_then_exit(self) -> None:
-        services = self.app.state.services
-        deadline = time.monotonic() + self.grace_s
-        while services.active and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        for relay in list(services.active):
-            await relay.end("shutdown", "the bridge is shutting down")
-        # Give the relays a moment to close their sockets before uvicorn stops.
-        for _ in range(20):
-            if not services.active:
-                break
-            await asyncio.sleep(0.05)
+        await self.app.state.services.drain(self.grace_s)
         self.should_exit = True
 
 

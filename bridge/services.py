@@ -60,6 +60,19 @@ def default_tools(agent: AgentConfig, settings: Settings) -> tuple[str, ...]:
     return ("hang_up", "transfer_call") if settings.transfer_numbers else ("hang_up",)
 
 
+def agent_directory(settings: Settings) -> AgentDirectory:
+    """The agents to serve: the agents file's profiles, or the environment's one agent.
+
+    Profiles inherit unset fields from the environment agent, tools included, so the
+    default tools apply to both the same way."""
+    base = settings.agent
+    if not base.tools:
+        base = AgentConfig(**{**_agent_fields(base), "tools": default_tools(base, settings)})
+    if settings.agents_file:
+        return load_agents(settings.agents_file, base)
+    return AgentDirectory.single(base)
+
+
 class BridgeServices:
     """Shared state and collaborators of one bridge process."""
 
@@ -74,15 +87,8 @@ class BridgeServices:
     ) -> None:
         self.settings = settings
         self.dialect: DialectSpec = dialect_for(settings.dialect, settings.realtime_url)
-        base = settings.agent
-        if not base.tools:
-            base = AgentConfig(**{**_agent_fields(base), "tools": default_tools(base, settings)})
         if agents is None:
-            agents = (
-                load_agents(settings.agents_file, base)
-                if settings.agents_file
-                else AgentDirectory.single(base)
-            )
+            agents = agent_directory(settings)
         self.agents = agents
         self._registries: dict[str, ToolRegistry] = {
             name: build_registry(agent.tools) for name, agent in agents.agents.items()
@@ -113,18 +119,23 @@ class BridgeServices:
             await self.store.start()
         self._ticker = asyncio.create_task(self._tick_forever(), name="bridge-ticker")
 
-    async def close(self, grace_s: float = 0.0) -> None:
-        """Drain: refuse new calls, let live ones finish for ``grace_s``, then end them."""
+    async def drain(self, grace_s: float) -> None:
+        """Refuse new calls, let live ones finish for ``grace_s``, then end the rest."""
         self.draining = True
         deadline = time.monotonic() + grace_s
         while self.active and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         for relay in list(self.active):
             await relay.end("shutdown", "the bridge is shutting down")
+        # Give the relays a moment to close their sockets.
         for _ in range(20):
             if not self.active:
                 break
             await asyncio.sleep(0.05)
+
+    async def close(self, grace_s: float = 0.0) -> None:
+        """Drain, then release the ticker, pre-opened connections, store and REST client."""
+        await self.drain(grace_s)
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -172,7 +183,7 @@ class BridgeServices:
     def session_config(self, agent: AgentConfig | StreamInfo) -> SessionConfig:
         if isinstance(agent, StreamInfo):
             agent = self.agent_for(agent)
-        registry = self._registries.get(agent.name) or build_registry(agent.tools)
+        registry = self._registry(agent)
         config = SessionConfig(
             agent=agent,
             dialect=self.dialect,
@@ -187,6 +198,13 @@ class BridgeServices:
                 config, tool_filler_instructions=self.settings.tool_filler_instructions
             )
         return config
+
+    def _registry(self, agent: AgentConfig) -> ToolRegistry:
+        """The agent's tools, built once per profile at start-up."""
+        registry = self._registries.get(agent.name)
+        if registry is None:
+            registry = self._registries[agent.name] = build_registry(agent.tools)
+        return registry
 
     def agent_for(self, info: StreamInfo) -> AgentConfig:
         params = info.custom_parameters
@@ -225,7 +243,7 @@ class BridgeServices:
     async def run_tool(
         self, info: StreamInfo, config: SessionConfig, action: RunTool
     ) -> tuple[str, dict[str, Any] | None]:
-        registry = self._registries.get(config.agent.name) or build_registry(config.agent.tools)
+        registry = self._registry(config.agent)
         params = info.custom_parameters
         context = ToolContext(
             call_sid=info.call_sid,

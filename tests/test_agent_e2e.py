@@ -243,6 +243,8 @@ async def test_calls_are_routed_to_agent_profiles_by_called_number(tmp_path: Pat
     assert sessions[0]["audio"]["output"]["voice"] == "cedar"
     assert {t["name"] for t in sessions[0]["tools"]} == {"hang_up", "lookup_order"}
     assert sessions[1]["instructions"] == "You are the front desk."
+    # A profile without a tools key inherits the environment agent's default tools.
+    assert {t["name"] for t in sessions[1]["tools"]} == {"hang_up"}
 
 
 async def test_a_finished_call_has_its_record_transcript_and_usage(tmp_path: Path) -> None:
