@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bridge.__main__ import main
 from bridge.bench.load import BenchOptions, run_bench, summary_line
 
@@ -36,8 +38,17 @@ def test_bench_two_calls_summary_is_sane() -> None:
 
 
 def test_bench_cli_registered(capsys: object) -> None:
-    import pytest
-
     with pytest.raises(SystemExit) as exc:
         main(["bench", "--help"])
     assert exc.value.code == 0
+
+
+def test_resampler_micro_benchmark_prints_its_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--resampler", "--frames", "5", "--runs", "1"]) == 0
+    out = capsys.readouterr().out
+    up = next(line for line in out.splitlines() if line.startswith("up   8k -> 24k"))
+    us, delay, rejection = (float(v) for v in up.split()[4:7])
+    assert us > 0
+    assert abs(delay - 2.958) < 0.01  # measured from the impulse response
+    assert rejection < -60
+    assert "down, 100 ms deltas" in out

@@ -39,7 +39,7 @@ outside each output's taps) lets rows advance 16 input samples (48 down) at a ti
 copy shrinks ~10x and the product becomes a small matrix-matrix multiply, at the price of
 multiplying some zeros. A trailing run of fewer than 16 outputs uses the one-output-per-row
 matrix, so no input is ever held back to fill a block. Per-call Python work stays a handful
-of numpy calls regardless of frame size (measured in ``bench/resampler_bench.py``).
+of numpy calls regardless of frame size (measured by ``python -m bridge bench --resampler``).
 
 Why bit-exact chunking is guaranteed, not hoped for: the coefficients are stored as integers
 (about 30 bits, far below any audible or measurable error) and the state is the raw int16

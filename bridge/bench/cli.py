@@ -13,8 +13,15 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
         help="load benchmark: N simulated calls through a separate bridge process",
         description="Start the bridge as its own process, place N signed calls from "
         "simulated Twilio callers against the Realtime simulator, and print one summary "
-        "line (and optionally JSON). See docs/performance.md.",
+        "line (and optionally JSON). With --resampler, measure the pcm16 resamplers "
+        "instead (cost per 20 ms frame, delay, alias rejection). See docs/performance.md.",
     )
+    bench.add_argument("--resampler", action="store_true",
+                       help="run the resampler micro-benchmark instead of the load benchmark")
+    bench.add_argument("--frames", type=int, default=1000,
+                       help="--resampler: frames per timed pass (default 1000)")
+    bench.add_argument("--runs", type=int, default=7,
+                       help="--resampler: timed passes, median reported (default 7)")
     bench.add_argument("--calls", type=int, default=50, help="concurrent calls (default 50)")
     bench.add_argument("--duration", type=float, default=30.0,
                        help="seconds of steady state measured after the ramp (default 30)")
@@ -51,6 +58,10 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.resampler:
+        from bridge.bench.resampler import run
+
+        return run(args)
     from bridge.bench.load import BenchOptions, run_bench, summary_line, to_json
 
     if args.calls < 1 or args.duration <= 0:

@@ -1,11 +1,12 @@
 """Figures of merit for the streaming x3 resamplers: speed, delay, rejection, flatness.
 
-Run ``python bench/resampler_bench.py [--frames N] [--runs R]``. It prints, per direction,
+Run ``python -m bridge bench --resampler [--frames N] [--runs R]``. It prints, per direction,
 the median cost of one 20 ms frame (over ``--runs`` passes of ``--frames`` consecutive frames
-through one instance, i.e. the steady state a call sees), the delay measured from the impulse
+through one instance, i.e. the steady state a call sees; downwards also fed as 100 ms deltas,
+the size the Realtime API and the simulator send), the delay measured from the impulse
 response, the worst alias/image level over a tone sweep, and the passband ripple; then the
 same cost for the whole ``Pcm16Transcoder`` path (mu-law included) and what that means in
-calls per core. ``main(argv)`` is importable so a CLI can expose it.
+calls per core.
 
 Speed is measured here rather than asserted in tests (docs/DEVELOPING.md): CPU timings are
 machine-dependent and would make the test suite flaky.
@@ -133,13 +134,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--frames", type=int, default=1000, help="frames per timed pass")
     parser.add_argument("--runs", type=int, default=7, help="timed passes (median reported)")
-    args = parser.parse_args(argv)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the figures for ``args.frames`` frames x ``args.runs`` passes."""
+    if args.frames < 5 or args.runs < 1:
+        print("bench: --frames must be >= 5 and --runs >= 1", file=sys.stderr)
+        return 2
 
     low = _frames(LOW_RATE, args.frames)
     high = _frames(HIGH_RATE, args.frames, seed=1)
     ulaw = [pcm16_to_ulaw(f) for f in low]
     up_us = _us_per_frame(Upsampler().process, low, args.runs)
     down_us = _us_per_frame(Downsampler().process, high, args.runs)
+    deltas = [b"".join(high[i : i + 5]) for i in range(0, len(high) - 4, 5)]
+    down_delta_us = _us_per_frame(Downsampler().process, deltas, args.runs) / 5
     tc = Pcm16Transcoder()
     to_model_us = _us_per_frame(tc.to_model, ulaw, args.runs)
     to_twilio_us = _us_per_frame(tc.to_twilio, high, args.runs)
@@ -158,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{name:22}{us:14.1f}{measured_delay_ms(cls):10.3f}{rejection:14.1f}"
             f"{passband_ripple_db(cls):11.3f}  ({what})"
         )
+    print(f"{'down, 100 ms deltas':22}{down_delta_us:14.1f}  (per 20 ms of audio)")
     print(f"{'transcoder to_model':22}{to_model_us:14.1f}  (mu-law decode + up)")
     print(f"{'transcoder to_twilio':22}{to_twilio_us:14.1f}  (down + mu-law encode)")
     per_call_us = FRAMES_PER_SECOND * (to_model_us + to_twilio_us)
