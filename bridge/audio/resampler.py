@@ -126,6 +126,19 @@ def _blocked(coef: FloatArray, stride: int) -> FloatArray:
     return out
 
 
+def _shared(a: FloatArray) -> FloatArray:
+    a.flags.writeable = False
+    return a
+
+
+# Upsampler window row n holds x[n - 47] .. x[n]; branch p weights x[n - j] by h[3j + p].
+_UP_COEF: Final = _shared(np.ascontiguousarray(_PROTOTYPE.reshape(_BRANCH_TAPS, FACTOR)[::-1]))
+_UP_BLOCKED: Final = _shared(_blocked(_UP_COEF, 1))
+# Downsampler window row n holds x[3n + 2 - 143] .. x[3n + 2]; tap k weights x[3n + 2 - k].
+_DOWN_COEF: Final = _shared(np.ascontiguousarray(_PROTOTYPE[::-1]).reshape(-1, 1))
+_DOWN_BLOCKED: Final = _shared(_blocked(_DOWN_COEF, FACTOR))
+
+
 class _Plan:
     """Array views for one chunk size: which windows feed which slice of the output."""
 
@@ -176,19 +189,22 @@ class _StreamingFir:
         history: int,
         stride: int,
         coef: FloatArray,
+        coef_blocked: FloatArray,
         scale: float,
         delay_samples: float,
         out_rate: int,
         block_samples: int,
     ) -> None:
         """``coef`` rows weight the window positions (oldest first); one column per output
-        phase. ``stride`` input samples are consumed per output (group). Input is taken in
+        phase; ``coef_blocked`` is ``_blocked(coef, stride)``, shared by all instances (it
+        is 24 KB, and there are two resamplers per call). ``stride`` input samples are
+        consumed per output (group). Input is taken in
         slices of at most ``block_samples``, which bounds the per-instance buffers."""
         self._history = history
         self._stride = stride
         self._width, self._phases = coef.shape
         self._coef = coef
-        self._coef_blocked = _blocked(coef, stride)
+        self._coef_blocked = coef_blocked
         self._scale = scale
         self._delay_ms = 1000 * delay_samples / out_rate
         self._block_bytes = block_samples * _SAMPLE_BYTES
@@ -276,12 +292,11 @@ class Upsampler(_StreamingFir):
     """
 
     def __init__(self) -> None:
-        # Window row n holds x[n - 47] .. x[n]; branch p weights x[n - j] by h[3j + p].
-        branches = _PROTOTYPE.reshape(_BRANCH_TAPS, FACTOR)
         super().__init__(
             history=_BRANCH_TAPS - 1,
             stride=1,
-            coef=np.ascontiguousarray(branches[::-1]),
+            coef=_UP_COEF,
+            coef_blocked=_UP_BLOCKED,
             scale=2.0**-_COEF_BITS,
             delay_samples=(_TAPS - 1) / 2,
             out_rate=HIGH_RATE,
@@ -299,11 +314,11 @@ class Downsampler(_StreamingFir):
     """
 
     def __init__(self) -> None:
-        # Window row n holds x[3n + 2 - 143] .. x[3n + 2]; tap k weights x[3n + 2 - k].
         super().__init__(
             history=FACTOR * (_BRANCH_TAPS - 1),
             stride=FACTOR,
-            coef=np.ascontiguousarray(_PROTOTYPE[::-1]).reshape(-1, 1),
+            coef=_DOWN_COEF,
+            coef_blocked=_DOWN_BLOCKED,
             scale=2.0**-_COEF_BITS / FACTOR,
             delay_samples=((_TAPS - 1) / 2 - (FACTOR - 1)) / FACTOR,
             out_rate=LOW_RATE,
