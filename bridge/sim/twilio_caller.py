@@ -12,8 +12,9 @@ Cheapness matters because the benchmark runs hundreds of calls on one core:
   per-call sleeping task, no drift); a lone caller just gets a private one;
 - outgoing frames are pre-encoded (base64 per frame, cached per script) and the JSON is built
   by string formatting with the SIDs escaped once;
-- a send never blocks the shared clock: when a connection's write buffer backs up, that
-  call's messages move to its own flush task;
+- messages are written through websockets' sans-I/O layer without an await each
+  (`bridge.sim.ws_send`), and a send never blocks the shared clock: when a connection's
+  write buffer backs up, that call's messages move to its own flush task;
 - nothing is logged per frame; recordings can be switched off (`record_audio`,
   `record_timing`).
 
@@ -60,6 +61,7 @@ from bridge.sim.playback import (
     Playback,
 )
 from bridge.sim.wav import write_wav
+from bridge.sim.ws_send import send_now
 
 __all__ = [
     "CallResult",
@@ -76,8 +78,6 @@ SILENCE_B64 = base64.b64encode(SILENCE_FRAME).decode("ascii")
 CONNECTED_MESSAGE = '{"event":"connected","protocol":"Call","version":"1.0.0"}'
 _MAX_INBOUND_MESSAGE = 16 * 2**20
 """Twilio's limit on messages it accepts is undocumented; be generous but bounded."""
-_WRITE_SOFT_LIMIT = 16 * 1024
-"""Below this many buffered bytes a send cannot reach websockets' 32 KiB pause threshold."""
 _FILE_HEADERS = (b"RIFF", b".snd")
 
 
@@ -142,9 +142,14 @@ def _compile_script(script: Sequence[tuple[float, str | bytes]]) -> _CompiledScr
 
 
 class TickClient(Protocol):
-    """Anything a `Ticker` can drive; `scheduled` is the tick's due time on the loop clock."""
+    """Anything a `Ticker` can drive; `scheduled` is the tick's due time on the loop clock.
 
-    async def on_tick(self, scheduled: float) -> None: ...
+    `on_tick` is synchronous: it runs for every call every 20 ms, and a coroutine per call
+    per tick is a measurable share of the load generator. Anything that has to wait is
+    spawned as a task instead.
+    """
+
+    def on_tick(self, scheduled: float) -> None: ...
 
 
 class Ticker:
@@ -213,7 +218,7 @@ class Ticker:
                     if client not in self._clients:
                         continue  # left during this tick
                     try:
-                        await client.on_tick(due)
+                        client.on_tick(due)
                     except Exception:
                         # A broken client must not stop the clock for everyone else.
                         logger.exception("simulated caller failed on tick; detaching it")
@@ -497,7 +502,7 @@ class TwilioCaller:
         self._reader = self._loop.create_task(self._read_loop(), name=f"sim-caller-{self.call_sid}")
         if self.send_connected:
             self._emit(CONNECTED_MESSAGE)
-            await self._pump()
+            self._pump()
 
     def start_stream(self, *, send_start: bool = True) -> None:
         """Join the clock: the next tick sends `start` (unless `send_start=False`) and frame 1.
@@ -517,9 +522,14 @@ class TwilioCaller:
         self.result.t0 = self._origin
 
     async def send_raw(self, message: str | bytes) -> None:
-        """Send a frame verbatim (for hostile tests); consumes no sequence number."""
+        """Send a frame verbatim (for hostile tests); consumes no sequence number.
+
+        Returns once the frame is written to the socket (or the connection is gone).
+        """
         self._emit(message)
-        await self._pump()
+        self._pump()
+        if self._flusher is not None:
+            await self._flusher
 
     def next_sequence_number(self) -> str:
         """Take the next `sequenceNumber`, for hand-built messages that should fit in."""
@@ -546,7 +556,7 @@ class TwilioCaller:
             if send_stop and self._streaming and ws.state is State.OPEN:
                 self._emit(self._stop_message())
                 r.stop_sent_ms = self._now_ms()
-            await self._pump()
+            self._pump()
             if self._flusher is not None:
                 await self._flusher
             r.closed_by = "caller"
@@ -569,7 +579,7 @@ class TwilioCaller:
         return self._closed.is_set()
 
     # -- the clock ---------------------------------------------------------------------
-    async def on_tick(self, scheduled: float) -> None:
+    def on_tick(self, scheduled: float) -> None:
         """One 20 ms step: send frame k (plus due DTMF), then advance playback."""
         r = self.result
         k = self._k
@@ -613,7 +623,7 @@ class TwilioCaller:
             r.dtmf_sent.append((float(ms), digit))
         for mark in self._playback.tick(float(ms)):
             self._echo(mark)
-        await self._pump()
+        self._pump()
 
     def _leave_clock(self) -> None:
         if self.ticker is not None:
@@ -623,12 +633,14 @@ class TwilioCaller:
     def _emit(self, message: str | bytes) -> None:
         self._outbox.append(message)
 
-    async def _pump(self) -> None:
-        """Send what is queued without ever blocking the shared clock.
+    def _pump(self) -> None:
+        """Send what is queued now, without ever blocking the shared clock.
 
-        websockets writes synchronously and only suspends when its write buffer is over
-        the limit; below `_WRITE_SOFT_LIMIT` one more message cannot get there, so sending
-        inline is safe. Past it, this call's messages move to a flush task of its own.
+        Each message is written straight through websockets' sans-I/O layer (`send_now`):
+        no await per message, which at 50 frames a second per call was the largest cost of
+        the load generator. When that is not safe (the write buffer backs up past
+        `SEND_NOW_BUFFER_LIMIT`, writing is paused), the rest of this call's messages move
+        to a flush task of its own that uses `send()` and its backpressure.
         """
         ws = self._ws
         out = self._outbox
@@ -639,14 +651,10 @@ class TwilioCaller:
             if ws.state is not State.OPEN:
                 out.clear()  # nothing can be sent any more; Twilio would drop it too
                 return
-            if ws.transport.get_write_buffer_size() > _WRITE_SOFT_LIMIT:
+            if not send_now(ws, out[0]):
                 self._flusher = self._spawn(self._flush())
                 return
-            try:
-                await ws.send(out.popleft())
-            except ConnectionClosed:
-                out.clear()
-                return
+            out.popleft()
             r.messages_sent += 1
 
     async def _flush(self) -> None:
@@ -731,7 +739,7 @@ class TwilioCaller:
             async for message in ws:
                 self._on_message(message)
                 if self._outbox:
-                    await self._pump()
+                    self._pump()
         except ConnectionClosed:
             pass
         except Exception as exc:  # keep the record; the call is over either way
