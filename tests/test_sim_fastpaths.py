@@ -1,8 +1,9 @@
 """The simulators' cheap paths give exactly what the general paths give.
 
 The load generator takes shortcuts (``audioop`` VAD levels, appends sliced out of the JSON
-text, writes through websockets' sans-I/O layer); these tests pin each one to the plain
-computation it replaces, on the bundled clips and on audio placed right at the thresholds.
+text and handled as they are parsed, writes through websockets' sans-I/O layer); these
+tests pin each one to the plain computation it replaces, on the bundled clips and on audio
+placed right at the thresholds.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
 from bridge.sim.clips import load_clip
-from bridge.sim.realtime_server import _plain_append
+from bridge.sim.realtime_server import RealtimeSimulator, _plain_append, _Session
 from bridge.sim.vad import EnergyVad
-from bridge.sim.ws_send import send_now
+from bridge.sim.ws_fast import send_now
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -145,3 +146,49 @@ async def test_send_now_keeps_order_with_send_and_declines_when_closing() -> Non
         assert not send_now(ws, "after close")
         await asyncio.wait_for(done.wait(), 5)
     assert received == [f"m{i}" for i in range(50)] + [b"\x00\x01"]
+
+
+async def test_appends_handled_on_arrival_keep_message_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A burst of appends whose VAD events must be sent, then other events, sent without
+    waiting: the simulator answers in the order the messages were sent."""
+    taken = 0
+    receive_now = _Session.receive_now
+
+    def counting(self: _Session, text: str) -> bool:
+        nonlocal taken
+        handled = receive_now(self, text)
+        taken += handled
+        return handled
+
+    monkeypatch.setattr(_Session, "receive_now", counting)
+    session = {
+        "type": "realtime",
+        "audio": {"input": {"format": {"type": "audio/pcmu"}, "turn_detection": {
+            "type": "server_vad", "silence_duration_ms": 200, "create_response": False}}},
+    }
+    speech = load_clip("caller_thanks") + b"\xff" * 4000
+    sent: list[str] = []
+    async with RealtimeSimulator() as sim, connect(sim.url) as ws:
+        json.loads(await ws.recv())  # session.created
+        await ws.send(json.dumps({"type": "session.update", "session": session}))
+        assert json.loads(await ws.recv())["type"] == "session.updated"
+        for _ in range(2):
+            for i in range(0, len(speech), 160):
+                chunk = base64.b64encode(speech[i : i + 160]).decode()
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+                sent.append("input_audio_buffer.append")
+            await ws.send(json.dumps({"type": "conversation.item.retrieve", "item_id": "nope"}))
+            sent.append("conversation.item.retrieve")
+        types: list[str] = []
+        while types.count("error") < 2:
+            types.append(json.loads(await asyncio.wait_for(ws.recv(), 5))["type"])
+        assert [r.event["type"] for r in sim.last_connection.received][1:] == sent
+    turn = ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+            "input_audio_buffer.committed", "conversation.item.added",
+            "conversation.item.done"]
+    first = types.index("error") + 1
+    assert first > 1 and types[:first] == turn * (first // len(turn)) + ["error"]
+    assert types[first:] == types[:first]  # each round: its turns, then the retrieve's error
+    assert taken > 0

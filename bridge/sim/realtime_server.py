@@ -23,7 +23,7 @@ Design notes:
   ``response.done``.
 * Per-message work is kept cheap for the benchmark: no per-frame logging, VAD energy
   measured with ``audioop`` (see ``vad``), events written without an await each when the
-  socket allows it (``ws_send``), output clips encoded once per format and cached, and
+  socket allows it (``ws_fast``), output clips encoded once per format and cached, and
   optional recording of audio payloads (``record_audio=False``) or of events at all.
 * The script (``script``) is shared by the simulator, but every connection walks it with
   its own cursor, so concurrent calls in a benchmark all get the same conversation.
@@ -45,7 +45,7 @@ import os
 import secrets
 import string
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import TracebackType
@@ -55,7 +55,9 @@ from urllib.parse import parse_qsl, urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import DATA_OPCODES, Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import Event
 
 from bridge.config import Secret
 from bridge.sim.clips import clip_duration_ms, clip_text, load_clip
@@ -69,7 +71,7 @@ from bridge.sim.realtime_session import (
     render_session,
 )
 from bridge.sim.vad import EnergyVad, VadEvent
-from bridge.sim.ws_send import send_now
+from bridge.sim.ws_fast import Arrivals, message_of, send_now
 
 __all__ = [
     "AudioDeltaRecord",
@@ -475,6 +477,7 @@ class RealtimeSimulator:
             compression=None,  # cheaper under load; the real service's choice is moot here
             max_size=16 * 1024 * 1024,  # append accepts up to 15 MiB of base64
             server_header="realtime-simulator",
+            create_connection=_SimConnection,
         )
         sock = next(iter(self._server.sockets))
         self._host, self._port = sock.getsockname()[:2]
@@ -642,6 +645,44 @@ class RealtimeSimulator:
 # ---------------------------------------------------------------- one connection
 
 
+class _SimConnection(ServerConnection):
+    """A server connection that hands plain appends to their session as they are parsed.
+
+    Why: every message the library delivers goes through its queue of frames and wakes
+    the session's reader task; at 50 appends a second per call that hop cost the load
+    generator more than handling the append itself. An append (see ``_plain_append``)
+    that arrives while nothing earlier is queued, being reassembled or being handled is
+    handled right here instead; every other frame, and every frame behind one still in
+    progress, goes the library's way to ``recv()``, so the session sees messages in
+    order and the library keeps its own checks (UTF-8, fragments, flow control).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.session: _Session | None = None
+        self._arrivals = Arrivals(self)
+
+    def process_event(self, event: Event) -> None:
+        if isinstance(event, Frame) and event.opcode in DATA_OPCODES:
+            if self._take_now(event):
+                return
+            self._arrivals.queued(event)
+        super().process_event(event)
+
+    def _take_now(self, frame: Frame) -> bool:
+        session = self.session
+        if (
+            session is None
+            or frame.opcode is not Opcode.TEXT
+            or not session.idle
+            or not self._arrivals.ready(frame)
+        ):
+            return False
+        text = message_of(frame)
+        return isinstance(text, str) and session.receive_now(text)
+
+
+
 class _Session:
     """Protocol state of one connection: session config, input buffer + VAD, the
     conversation, and at most one active response."""
@@ -674,6 +715,9 @@ class _Session:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.timers: list[asyncio.TimerHandle] = []
         self.closing = False
+        # Order between appends handled on arrival and messages read by run():
+        self._reading = False  # run() is handling a message
+        self._backlog: asyncio.Task[None] | None = None  # an append's events still to send
         self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
             "session.update": self.on_session_update,
             "input_audio_buffer.append": self.on_append,
@@ -757,11 +801,21 @@ class _Session:
                 return
             self._arm_timers()
             await self.emit("session.created", session=render_session(self.cfg, self.dialect))
+            if isinstance(self.ws, _SimConnection):
+                self.ws.session = self
             async for raw in self.ws:
-                await self.dispatch(raw, time.monotonic())
+                self._reading = True
+                try:
+                    if self._backlog is not None:
+                        await self._backlog  # an earlier append's events go first
+                    await self.dispatch(raw, time.monotonic())
+                finally:
+                    self._reading = False
         except ConnectionClosed:
             pass
         finally:
+            if isinstance(self.ws, _SimConnection):
+                self.ws.session = None
             for timer in self.timers:
                 timer.cancel()
             if self.response is not None and self.response.task is not None:
@@ -785,6 +839,50 @@ class _Session:
                 "invalid_request_error", "session_expired",
                 "Your session hit the maximum duration of 60 minutes.", None, None)
         await self.close(1000, "session_expired")
+
+    @property
+    def idle(self) -> bool:
+        """Nothing received earlier is still being handled, so handling now keeps order."""
+        return not self._reading and self._backlog is None
+
+    def receive_now(self, text: str) -> bool:
+        """Handle a plain append on arrival (see ``_SimConnection``); False if it isn't one.
+
+        Buffering and VAD run here; only the events they cause, if any, have to wait for
+        the socket, so they go to a backlog task that later messages queue behind.
+        """
+        plain = _plain_append(text)
+        if plain is None:
+            return False
+        t = time.monotonic()
+        self.rec.received_count += 1
+        payload, audio = plain
+        ev: dict[str, Any] = {"type": _APPEND, "audio": payload}
+        self._record_received(t, ev)
+        try:
+            events = self._buffer_audio(audio)
+        except Exception:
+            log.exception("realtime simulator failed handling %s", _APPEND)
+            self._hold(self._server_error(ev))
+            return True
+        if events:
+            self._hold(self._guarded(ev, self._announce(events)))
+        return True
+
+    def _hold(self, work: Coroutine[Any, Any, None]) -> None:
+        task = self._spawn(self._until_closed(work))
+        self._backlog = task
+        task.add_done_callback(self._backlog_done)
+
+    def _backlog_done(self, task: asyncio.Task[Any]) -> None:
+        if self._backlog is task:
+            self._backlog = None
+
+    @staticmethod
+    async def _until_closed(work: Awaitable[None]) -> None:
+        """Await ``work``; a closed connection just ends it (run() sees the close too)."""
+        with contextlib.suppress(ConnectionClosed):
+            await work
 
     async def dispatch(self, raw: str | bytes, t: float) -> None:
         rec = self.rec
@@ -845,9 +943,12 @@ class _Session:
             raise
         except Exception:
             log.exception("realtime simulator failed handling %s", ev.get("type"))
-            await self.send_error("server_error", "server_error",
-                                  "The server had an error while processing your request.",
-                                  None, ev.get("event_id"))
+            await self._server_error(ev)
+
+    async def _server_error(self, ev: dict[str, Any]) -> None:
+        await self.send_error("server_error", "server_error",
+                              "The server had an error while processing your request.",
+                              None, ev.get("event_id"))
 
     # -- session
 
@@ -901,10 +1002,14 @@ class _Session:
         await self._append(raw)
 
     async def _append(self, raw: bytes) -> None:
-        """Add decoded audio to the input buffer and run the VAD over it."""
+        """Add decoded audio to the input buffer and announce what the VAD found in it."""
+        await self._announce(self._buffer_audio(raw))
+
+    def _buffer_audio(self, raw: bytes) -> list[VadEvent]:
+        """Add decoded audio to the input buffer; returns the VAD boundaries found in it."""
         n = len(raw)
         if n == 0:
-            return
+            return []
         rec = self.rec
         fmt = self.cfg.input_format
         if self.sim.on_audio_appended is not None:
@@ -914,14 +1019,16 @@ class _Session:
         self.audio_ms += n / bytes_per_ms(fmt)
         rec.audio_in_ms = self.audio_ms
         if self.vad is None:
-            return
+            return []
         if fmt == "pcm":
             raw = self._odd_byte + raw
             if len(raw) % 2:
                 raw, self._odd_byte = raw[:-1], raw[-1:]
             else:
                 self._odd_byte = b""
-        events = self.vad.feed(decode_input(raw, fmt))
+        return self.vad.feed(decode_input(raw, fmt))
+
+    async def _announce(self, events: list[VadEvent]) -> None:
         for vad_event in events:
             await self._on_vad(vad_event)
 

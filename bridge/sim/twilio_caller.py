@@ -13,7 +13,7 @@ Cheapness matters because the benchmark runs hundreds of calls on one core:
 - outgoing frames are pre-encoded (base64 per frame, cached per script) and the JSON is built
   by string formatting with the SIDs escaped once;
 - messages are written through websockets' sans-I/O layer without an await each
-  (`bridge.sim.ws_send`), and a send never blocks the shared clock: when a connection's
+  (`bridge.sim.ws_fast`), and a send never blocks the shared clock: when a connection's
   write buffer backs up, that call's messages move to its own flush task;
 - nothing is logged per frame; recordings can be switched off (`record_audio`,
   `record_timing`).
@@ -39,14 +39,15 @@ import secrets
 from array import array
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
+from websockets.frames import DATA_OPCODES, Frame
+from websockets.protocol import Event, State
 
 from bridge.config import Secret
 from bridge.sim.clips import load_clip
@@ -61,7 +62,7 @@ from bridge.sim.playback import (
     Playback,
 )
 from bridge.sim.wav import write_wav
-from bridge.sim.ws_send import send_now
+from bridge.sim.ws_fast import Arrivals, message_of, send_now
 
 __all__ = [
     "CallResult",
@@ -381,6 +382,42 @@ class CallResult:
 # --------------------------------------------------------------------------- the caller
 
 
+class _CallerConnection(ClientConnection):
+    """A client connection that hands each message to `on_message` as it is parsed.
+
+    Handling a media message costs less than the library's queue-and-wake on the way to
+    `recv()`; see `bridge.sim.ws_fast` for when a message may skip it without overtaking
+    earlier ones (and what still goes through `recv()`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_message: Callable[[str | bytes], None] | None = None
+        self._arrivals = Arrivals(self)
+
+    def process_event(self, event: Event) -> None:
+        if isinstance(event, Frame) and event.opcode in DATA_OPCODES:
+            if self._take_now(event):
+                return
+            self._arrivals.queued(event)
+        super().process_event(event)
+
+    def _take_now(self, frame: Frame) -> bool:
+        handler = self.on_message
+        if handler is None or not self._arrivals.ready(frame):
+            return False
+        message = message_of(frame)
+        if message is None:
+            return False
+        handler(message)
+        return True
+
+
+def _drop(message: str | bytes) -> None:
+    """`on_message` after a failure: what follows is not looked at (as before, when the
+    read loop stopped at the first error)."""
+
+
 class TwilioCaller:
     """Twilio's end of one bidirectional Media Stream, over a real WebSocket.
 
@@ -497,7 +534,10 @@ class TwilioCaller:
             open_timeout=self._open_timeout,
             close_timeout=self._close_timeout,
             max_size=_MAX_INBOUND_MESSAGE,
+            create_connection=_CallerConnection,
         )
+        assert isinstance(self._ws, _CallerConnection)
+        self._ws.on_message = self._receive_now
         self._origin = self._loop.time()
         self._reader = self._loop.create_task(self._read_loop(), name=f"sim-caller-{self.call_sid}")
         if self.send_connected:
@@ -737,14 +777,15 @@ class TwilioCaller:
         r = self.result
         try:
             async for message in ws:
+                if r.error is not None:
+                    continue  # failed on arrival (see _fail): look no further
                 self._on_message(message)
                 if self._outbox:
                     self._pump()
         except ConnectionClosed:
             pass
         except Exception as exc:  # keep the record; the call is over either way
-            r.error = f"{type(exc).__name__}: {exc}"
-            ws.transport.abort()
+            self._fail(exc)
         finally:
             self._leave_clock()
             self._ending = True
@@ -756,6 +797,22 @@ class TwilioCaller:
             if r.closed_by is None:
                 r.closed_by = "server" if rcvd is not None else "network"
             self._closed.set()
+
+    def _receive_now(self, message: str | bytes) -> None:
+        """A message handed over as it arrived (`_CallerConnection`): the read loop's work."""
+        try:
+            self._on_message(message)
+            if self._outbox:
+                self._pump()
+        except Exception as exc:  # keep the record; the call is over either way
+            self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        ws = self._ws
+        assert isinstance(ws, _CallerConnection)
+        self.result.error = f"{type(exc).__name__}: {exc}"
+        ws.on_message = _drop
+        ws.transport.abort()
 
     def _violation(self, now_ms: float, reason: str, raw: str | bytes) -> None:
         excerpt = raw[:200] if isinstance(raw, str) else repr(raw[:60])
