@@ -854,11 +854,9 @@ class _Session:
         plain = _plain_append(text)
         if plain is None:
             return False
-        t = time.monotonic()
         self.rec.received_count += 1
         payload, audio = plain
-        ev: dict[str, Any] = {"type": _APPEND, "audio": payload}
-        self._record_received(t, ev)
+        ev = self._received_append(time.monotonic(), payload)
         try:
             events = self._buffer_audio(audio)
         except Exception:
@@ -890,8 +888,7 @@ class _Session:
         plain = _plain_append(raw)
         if plain is not None:  # the common case, already decoded (see _plain_append)
             payload, audio = plain
-            ev: dict[str, Any] = {"type": _APPEND, "audio": payload}
-            self._record_received(t, ev)
+            ev = self._received_append(t, payload)
             await self._guarded(ev, self._append(audio))
             return
         try:
@@ -924,6 +921,12 @@ class _Session:
                 f"Invalid value: '{type_}'. Supported values are: {supported}.", "type")
             return
         await self._guarded(ev, handler(ev))
+
+    def _received_append(self, t: float, payload: str) -> dict[str, Any]:
+        """The event of a plain append (what ``json.loads`` would give), recorded."""
+        ev = {"type": _APPEND, "audio": payload}
+        self._record_received(t, ev)
+        return ev
 
     def _record_received(self, t: float, ev: dict[str, Any]) -> None:
         if not self.sim.record_events:
