@@ -2,12 +2,15 @@
 
 The simulator deliberately does not use ``bridge.audio``: it stands in for the remote
 service, so it must not share code (or bugs) with the bridge it is testing. Input audio
-is decoded to 16-bit PCM for the VAD; output clips (stored as mu-law 8 kHz) are encoded
-once per format and cached, so streaming a reply costs only slicing and base64.
+is decoded to 16-bit PCM bytes for the VAD (bytes, not arrays: the VAD measures them with
+``audioop``, and a numpy array per 20 ms append cost more than the measurement); output
+clips (stored as mu-law 8 kHz) are encoded once per format and cached, so streaming a
+reply costs only slicing and base64.
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
 from functools import cache
 
@@ -24,16 +27,18 @@ with warnings.catch_warnings():
 __all__ = ["decode_input", "encode_clip", "upsample_8k_to_24k"]
 
 
-def decode_input(raw: bytes, fmt: AudioFormat) -> np.ndarray:
-    """Wire bytes in the session input format -> int16 samples (native rate).
+def decode_input(raw: bytes, fmt: AudioFormat) -> bytes:
+    """Wire bytes in the session input format -> int16 samples, native byte order and rate.
 
     ``raw`` must hold whole samples (the caller keeps an odd trailing PCM byte back).
     """
     if fmt == "pcmu":
-        raw = audioop.ulaw2lin(raw, 2)
-    elif fmt == "pcma":
-        raw = audioop.alaw2lin(raw, 2)
-    return np.frombuffer(raw, dtype="<i2")
+        return audioop.ulaw2lin(raw, 2)
+    if fmt == "pcma":
+        return audioop.alaw2lin(raw, 2)
+    if sys.byteorder == "big":  # the wire's PCM is little-endian
+        return audioop.byteswap(raw, 2)
+    return raw
 
 
 def upsample_8k_to_24k(pcm8k: np.ndarray) -> np.ndarray:

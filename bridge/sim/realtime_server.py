@@ -22,8 +22,9 @@ Design notes:
   ``.done`` events and ``response.done`` itself, so no delta can ever follow its
   ``response.done``.
 * Per-message work is kept cheap for the benchmark: no per-frame logging, VAD energy
-  vectorised with numpy, output clips encoded once per format and cached, and optional
-  recording of audio payloads (``record_audio=False``) or of events at all.
+  measured with ``audioop`` (see ``vad``), events written without an await each when the
+  socket allows it (``ws_fast``), output clips encoded once per format and cached, and
+  optional recording of audio payloads (``record_audio=False``) or of events at all.
 * The script (``script``) is shared by the simulator, but every connection walks it with
   its own cursor, so concurrent calls in a benchmark all get the same conversation.
 """
@@ -44,7 +45,7 @@ import os
 import secrets
 import string
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import TracebackType
@@ -54,7 +55,9 @@ from urllib.parse import parse_qsl, urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import DATA_OPCODES, Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import Event
 
 from bridge.config import Secret
 from bridge.sim.clips import clip_duration_ms, clip_text, load_clip
@@ -68,6 +71,7 @@ from bridge.sim.realtime_session import (
     render_session,
 )
 from bridge.sim.vad import EnergyVad, VadEvent
+from bridge.sim.ws_fast import Arrivals, message_of, send_now
 
 __all__ = [
     "AudioDeltaRecord",
@@ -120,6 +124,39 @@ def _new_id(prefix: str) -> str:
     """Unique ids shaped like the real ones (``event_`` + 21 alphanumerics), cheaply:
     a random per-process salt plus a counter."""
     return f"{prefix}_{_ID_SALT}{next(_id_counter):012d}"
+
+
+# ---------------------------------------------------------------- the hot path
+
+_APPEND = "input_audio_buffer.append"
+_PLAIN_APPEND_PREFIXES = tuple(
+    json.dumps({"type": _APPEND, "audio": ""}, separators=separators)[:-2]
+    for separators in ((", ", ": "), (",", ":"))
+)
+"""``{"type": "input_audio_buffer.append", "audio": "`` as ``json.dumps`` writes it, spaced
+(the bridge) and compact."""
+
+
+def _plain_append(raw: str | bytes) -> tuple[str, bytes] | None:
+    """``(payload, audio)`` of an append written exactly as ``{"type": ..., "audio": "..."}``
+    with a valid base64 payload; None for anything else.
+
+    Appends are nearly every message the simulator receives (50 a second per call), and
+    ``json.loads`` was a visible share of the load generator. A payload made only of base64
+    characters needs no JSON unescaping, so slicing it out gives exactly what the parser
+    would; any other shape (more keys, escapes, bad base64) returns None and takes the
+    general path, so errors and records are unchanged.
+    """
+    if not isinstance(raw, str) or not raw.endswith('"}'):
+        return None
+    for prefix in _PLAIN_APPEND_PREFIXES:
+        if raw.startswith(prefix):
+            payload = raw[len(prefix) : -2]
+            try:
+                return payload, binascii.a2b_base64(payload, strict_mode=True)
+            except (binascii.Error, ValueError):
+                return None
+    return None
 
 
 # ---------------------------------------------------------------- records
@@ -440,6 +477,7 @@ class RealtimeSimulator:
             compression=None,  # cheaper under load; the real service's choice is moot here
             max_size=16 * 1024 * 1024,  # append accepts up to 15 MiB of base64
             server_header="realtime-simulator",
+            create_connection=_SimConnection,
         )
         sock = next(iter(self._server.sockets))
         self._host, self._port = sock.getsockname()[:2]
@@ -607,6 +645,44 @@ class RealtimeSimulator:
 # ---------------------------------------------------------------- one connection
 
 
+class _SimConnection(ServerConnection):
+    """A server connection that hands plain appends to their session as they are parsed.
+
+    Why: every message the library delivers goes through its queue of frames and wakes
+    the session's reader task; at 50 appends a second per call that hop cost the load
+    generator more than handling the append itself. An append (see ``_plain_append``)
+    that arrives while nothing earlier is queued, being reassembled or being handled is
+    handled right here instead; every other frame, and every frame behind one still in
+    progress, goes the library's way to ``recv()``, so the session sees messages in
+    order and the library keeps its own checks (UTF-8, fragments, flow control).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.session: _Session | None = None
+        self._arrivals = Arrivals(self)
+
+    def process_event(self, event: Event) -> None:
+        if isinstance(event, Frame) and event.opcode in DATA_OPCODES:
+            if self._take_now(event):
+                return
+            self._arrivals.queued(event)
+        super().process_event(event)
+
+    def _take_now(self, frame: Frame) -> bool:
+        session = self.session
+        if (
+            session is None
+            or frame.opcode is not Opcode.TEXT
+            or not session.idle
+            or not self._arrivals.ready(frame)
+        ):
+            return False
+        text = message_of(frame)
+        return isinstance(text, str) and session.receive_now(text)
+
+
+
 class _Session:
     """Protocol state of one connection: session config, input buffer + VAD, the
     conversation, and at most one active response."""
@@ -639,6 +715,9 @@ class _Session:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.timers: list[asyncio.TimerHandle] = []
         self.closing = False
+        # Order between appends handled on arrival and messages read by run():
+        self._reading = False  # run() is handling a message
+        self._backlog: asyncio.Task[None] | None = None  # an append's events still to send
         self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
             "session.update": self.on_session_update,
             "input_audio_buffer.append": self.on_append,
@@ -665,7 +744,9 @@ class _Session:
         """Send one server event (with a fresh ``event_id``) and record it."""
         event: dict[str, Any] = {"type": type_, "event_id": _new_id("event")}
         event.update(fields)
-        await self.ws.send(json.dumps(event, separators=(",", ":")))
+        text = json.dumps(event, separators=(",", ":"))
+        if not send_now(self.ws, text):
+            await self.ws.send(text)  # closing or backed up: the library's path decides
         rec = self.rec
         rec.sent_count += 1
         if self.sim.record_events:
@@ -720,11 +801,21 @@ class _Session:
                 return
             self._arm_timers()
             await self.emit("session.created", session=render_session(self.cfg, self.dialect))
+            if isinstance(self.ws, _SimConnection):
+                self.ws.session = self
             async for raw in self.ws:
-                await self.dispatch(raw, time.monotonic())
+                self._reading = True
+                try:
+                    if self._backlog is not None:
+                        await self._backlog  # an earlier append's events go first
+                    await self.dispatch(raw, time.monotonic())
+                finally:
+                    self._reading = False
         except ConnectionClosed:
             pass
         finally:
+            if isinstance(self.ws, _SimConnection):
+                self.ws.session = None
             for timer in self.timers:
                 timer.cancel()
             if self.response is not None and self.response.task is not None:
@@ -749,9 +840,57 @@ class _Session:
                 "Your session hit the maximum duration of 60 minutes.", None, None)
         await self.close(1000, "session_expired")
 
+    @property
+    def idle(self) -> bool:
+        """Nothing received earlier is still being handled, so handling now keeps order."""
+        return not self._reading and self._backlog is None
+
+    def receive_now(self, text: str) -> bool:
+        """Handle a plain append on arrival (see ``_SimConnection``); False if it isn't one.
+
+        Buffering and VAD run here; only the events they cause, if any, have to wait for
+        the socket, so they go to a backlog task that later messages queue behind.
+        """
+        plain = _plain_append(text)
+        if plain is None:
+            return False
+        self.rec.received_count += 1
+        payload, audio = plain
+        ev = self._received_append(time.monotonic(), payload)
+        try:
+            events = self._buffer_audio(audio)
+        except Exception:
+            log.exception("realtime simulator failed handling %s", _APPEND)
+            self._hold(self._server_error(ev))
+            return True
+        if events:
+            self._hold(self._guarded(ev, self._announce(events)))
+        return True
+
+    def _hold(self, work: Coroutine[Any, Any, None]) -> None:
+        task = self._spawn(self._until_closed(work))
+        self._backlog = task
+        task.add_done_callback(self._backlog_done)
+
+    def _backlog_done(self, task: asyncio.Task[Any]) -> None:
+        if self._backlog is task:
+            self._backlog = None
+
+    @staticmethod
+    async def _until_closed(work: Awaitable[None]) -> None:
+        """Await ``work``; a closed connection just ends it (run() sees the close too)."""
+        with contextlib.suppress(ConnectionClosed):
+            await work
+
     async def dispatch(self, raw: str | bytes, t: float) -> None:
         rec = self.rec
         rec.received_count += 1
+        plain = _plain_append(raw)
+        if plain is not None:  # the common case, already decoded (see _plain_append)
+            payload, audio = plain
+            ev = self._received_append(t, payload)
+            await self._guarded(ev, self._append(audio))
+            return
         try:
             ev = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -769,13 +908,7 @@ class _Session:
                                   "Expected an object as the event.", None, None)
             return
         type_ = ev.get("type")
-        if self.sim.record_events:
-            stored = ev
-            if not self.sim.record_audio and type_ == "input_audio_buffer.append":
-                audio = ev.get("audio")
-                n = len(audio) if isinstance(audio, str) else 0
-                stored = dict(ev, audio=f"<{n} base64 chars>")
-            rec.received.append(EventRecord(t, stored))
+        self._record_received(t, ev)
         if not isinstance(type_, str):
             await self.invalid(ev, "missing_required_parameter",
                                "Missing required parameter: 'type'.", "type")
@@ -787,15 +920,38 @@ class _Session:
                 ev, "invalid_value",
                 f"Invalid value: '{type_}'. Supported values are: {supported}.", "type")
             return
+        await self._guarded(ev, handler(ev))
+
+    def _received_append(self, t: float, payload: str) -> dict[str, Any]:
+        """The event of a plain append (what ``json.loads`` would give), recorded."""
+        ev = {"type": _APPEND, "audio": payload}
+        self._record_received(t, ev)
+        return ev
+
+    def _record_received(self, t: float, ev: dict[str, Any]) -> None:
+        if not self.sim.record_events:
+            return
+        stored = ev
+        if not self.sim.record_audio and ev.get("type") == _APPEND:
+            audio = ev.get("audio")
+            n = len(audio) if isinstance(audio, str) else 0
+            stored = dict(ev, audio=f"<{n} base64 chars>")
+        self.rec.received.append(EventRecord(t, stored))
+
+    async def _guarded(self, ev: dict[str, Any], handling: Awaitable[None]) -> None:
+        """Run a handler; a simulator bug becomes a ``server_error`` event, not a close."""
         try:
-            await handler(ev)
+            await handling
         except ConnectionClosed:
             raise
-        except Exception:  # a simulator bug must not look like a protocol close
-            log.exception("realtime simulator failed handling %s", type_)
-            await self.send_error("server_error", "server_error",
-                                  "The server had an error while processing your request.",
-                                  None, ev.get("event_id"))
+        except Exception:
+            log.exception("realtime simulator failed handling %s", ev.get("type"))
+            await self._server_error(ev)
+
+    async def _server_error(self, ev: dict[str, Any]) -> None:
+        await self.send_error("server_error", "server_error",
+                              "The server had an error while processing your request.",
+                              None, ev.get("event_id"))
 
     # -- session
 
@@ -846,9 +1002,17 @@ class _Session:
             await self.invalid(ev, "invalid_value",
                                "Invalid 'audio'. Expected base64-encoded audio bytes.", "audio")
             return
+        await self._append(raw)
+
+    async def _append(self, raw: bytes) -> None:
+        """Add decoded audio to the input buffer and announce what the VAD found in it."""
+        await self._announce(self._buffer_audio(raw))
+
+    def _buffer_audio(self, raw: bytes) -> list[VadEvent]:
+        """Add decoded audio to the input buffer; returns the VAD boundaries found in it."""
         n = len(raw)
         if n == 0:
-            return
+            return []
         rec = self.rec
         fmt = self.cfg.input_format
         if self.sim.on_audio_appended is not None:
@@ -858,14 +1022,16 @@ class _Session:
         self.audio_ms += n / bytes_per_ms(fmt)
         rec.audio_in_ms = self.audio_ms
         if self.vad is None:
-            return
+            return []
         if fmt == "pcm":
             raw = self._odd_byte + raw
             if len(raw) % 2:
                 raw, self._odd_byte = raw[:-1], raw[-1:]
             else:
                 self._odd_byte = b""
-        events = self.vad.feed(decode_input(raw, fmt))
+        return self.vad.feed(decode_input(raw, fmt))
+
+    async def _announce(self, events: list[VadEvent]) -> None:
         for vad_event in events:
             await self._on_vad(vad_event)
 

@@ -12,8 +12,9 @@ Cheapness matters because the benchmark runs hundreds of calls on one core:
   per-call sleeping task, no drift); a lone caller just gets a private one;
 - outgoing frames are pre-encoded (base64 per frame, cached per script) and the JSON is built
   by string formatting with the SIDs escaped once;
-- a send never blocks the shared clock: when a connection's write buffer backs up, that
-  call's messages move to its own flush task;
+- messages are written through websockets' sans-I/O layer without an await each
+  (`bridge.sim.ws_fast`), and a send never blocks the shared clock: when a connection's
+  write buffer backs up, that call's messages move to its own flush task;
 - nothing is logged per frame; recordings can be switched off (`record_audio`,
   `record_timing`).
 
@@ -38,14 +39,15 @@ import secrets
 from array import array
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
+from websockets.frames import DATA_OPCODES, Frame
+from websockets.protocol import Event, State
 
 from bridge.config import Secret
 from bridge.sim.clips import load_clip
@@ -60,6 +62,7 @@ from bridge.sim.playback import (
     Playback,
 )
 from bridge.sim.wav import write_wav
+from bridge.sim.ws_fast import Arrivals, message_of, send_now
 
 __all__ = [
     "CallResult",
@@ -76,8 +79,6 @@ SILENCE_B64 = base64.b64encode(SILENCE_FRAME).decode("ascii")
 CONNECTED_MESSAGE = '{"event":"connected","protocol":"Call","version":"1.0.0"}'
 _MAX_INBOUND_MESSAGE = 16 * 2**20
 """Twilio's limit on messages it accepts is undocumented; be generous but bounded."""
-_WRITE_SOFT_LIMIT = 16 * 1024
-"""Below this many buffered bytes a send cannot reach websockets' 32 KiB pause threshold."""
 _FILE_HEADERS = (b"RIFF", b".snd")
 
 
@@ -142,9 +143,14 @@ def _compile_script(script: Sequence[tuple[float, str | bytes]]) -> _CompiledScr
 
 
 class TickClient(Protocol):
-    """Anything a `Ticker` can drive; `scheduled` is the tick's due time on the loop clock."""
+    """Anything a `Ticker` can drive; `scheduled` is the tick's due time on the loop clock.
 
-    async def on_tick(self, scheduled: float) -> None: ...
+    `on_tick` is synchronous: it runs for every call every 20 ms, and a coroutine per call
+    per tick is a measurable share of the load generator. Anything that has to wait is
+    spawned as a task instead.
+    """
+
+    def on_tick(self, scheduled: float) -> None: ...
 
 
 class Ticker:
@@ -213,7 +219,7 @@ class Ticker:
                     if client not in self._clients:
                         continue  # left during this tick
                     try:
-                        await client.on_tick(due)
+                        client.on_tick(due)
                     except Exception:
                         # A broken client must not stop the clock for everyone else.
                         logger.exception("simulated caller failed on tick; detaching it")
@@ -376,6 +382,42 @@ class CallResult:
 # --------------------------------------------------------------------------- the caller
 
 
+class _CallerConnection(ClientConnection):
+    """A client connection that hands each message to `on_message` as it is parsed.
+
+    Handling a media message costs less than the library's queue-and-wake on the way to
+    `recv()`; see `bridge.sim.ws_fast` for when a message may skip it without overtaking
+    earlier ones (and what still goes through `recv()`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_message: Callable[[str | bytes], None] | None = None
+        self._arrivals = Arrivals(self)
+
+    def process_event(self, event: Event) -> None:
+        if isinstance(event, Frame) and event.opcode in DATA_OPCODES:
+            if self._take_now(event):
+                return
+            self._arrivals.queued(event)
+        super().process_event(event)
+
+    def _take_now(self, frame: Frame) -> bool:
+        handler = self.on_message
+        if handler is None or not self._arrivals.ready(frame):
+            return False
+        message = message_of(frame)
+        if message is None:
+            return False
+        handler(message)
+        return True
+
+
+def _drop(message: str | bytes) -> None:
+    """`on_message` after a failure: what follows is not looked at (as before, when the
+    read loop stopped at the first error)."""
+
+
 class TwilioCaller:
     """Twilio's end of one bidirectional Media Stream, over a real WebSocket.
 
@@ -492,12 +534,15 @@ class TwilioCaller:
             open_timeout=self._open_timeout,
             close_timeout=self._close_timeout,
             max_size=_MAX_INBOUND_MESSAGE,
+            create_connection=_CallerConnection,
         )
+        assert isinstance(self._ws, _CallerConnection)
+        self._ws.on_message = self._receive_now
         self._origin = self._loop.time()
         self._reader = self._loop.create_task(self._read_loop(), name=f"sim-caller-{self.call_sid}")
         if self.send_connected:
             self._emit(CONNECTED_MESSAGE)
-            await self._pump()
+            self._pump()
 
     def start_stream(self, *, send_start: bool = True) -> None:
         """Join the clock: the next tick sends `start` (unless `send_start=False`) and frame 1.
@@ -517,9 +562,14 @@ class TwilioCaller:
         self.result.t0 = self._origin
 
     async def send_raw(self, message: str | bytes) -> None:
-        """Send a frame verbatim (for hostile tests); consumes no sequence number."""
+        """Send a frame verbatim (for hostile tests); consumes no sequence number.
+
+        Returns once the frame is written to the socket (or the connection is gone).
+        """
         self._emit(message)
-        await self._pump()
+        self._pump()
+        if self._flusher is not None:
+            await self._flusher
 
     def next_sequence_number(self) -> str:
         """Take the next `sequenceNumber`, for hand-built messages that should fit in."""
@@ -546,7 +596,7 @@ class TwilioCaller:
             if send_stop and self._streaming and ws.state is State.OPEN:
                 self._emit(self._stop_message())
                 r.stop_sent_ms = self._now_ms()
-            await self._pump()
+            self._pump()
             if self._flusher is not None:
                 await self._flusher
             r.closed_by = "caller"
@@ -569,7 +619,7 @@ class TwilioCaller:
         return self._closed.is_set()
 
     # -- the clock ---------------------------------------------------------------------
-    async def on_tick(self, scheduled: float) -> None:
+    def on_tick(self, scheduled: float) -> None:
         """One 20 ms step: send frame k (plus due DTMF), then advance playback."""
         r = self.result
         k = self._k
@@ -613,7 +663,7 @@ class TwilioCaller:
             r.dtmf_sent.append((float(ms), digit))
         for mark in self._playback.tick(float(ms)):
             self._echo(mark)
-        await self._pump()
+        self._pump()
 
     def _leave_clock(self) -> None:
         if self.ticker is not None:
@@ -623,12 +673,14 @@ class TwilioCaller:
     def _emit(self, message: str | bytes) -> None:
         self._outbox.append(message)
 
-    async def _pump(self) -> None:
-        """Send what is queued without ever blocking the shared clock.
+    def _pump(self) -> None:
+        """Send what is queued now, without ever blocking the shared clock.
 
-        websockets writes synchronously and only suspends when its write buffer is over
-        the limit; below `_WRITE_SOFT_LIMIT` one more message cannot get there, so sending
-        inline is safe. Past it, this call's messages move to a flush task of its own.
+        Each message is written straight through websockets' sans-I/O layer (`send_now`):
+        no await per message, which at 50 frames a second per call was the largest cost of
+        the load generator. When that is not safe (the write buffer backs up past
+        `SEND_NOW_BUFFER_LIMIT`, writing is paused), the rest of this call's messages move
+        to a flush task of its own that uses `send()` and its backpressure.
         """
         ws = self._ws
         out = self._outbox
@@ -639,14 +691,10 @@ class TwilioCaller:
             if ws.state is not State.OPEN:
                 out.clear()  # nothing can be sent any more; Twilio would drop it too
                 return
-            if ws.transport.get_write_buffer_size() > _WRITE_SOFT_LIMIT:
+            if not send_now(ws, out[0]):
                 self._flusher = self._spawn(self._flush())
                 return
-            try:
-                await ws.send(out.popleft())
-            except ConnectionClosed:
-                out.clear()
-                return
+            out.popleft()
             r.messages_sent += 1
 
     async def _flush(self) -> None:
@@ -729,14 +777,15 @@ class TwilioCaller:
         r = self.result
         try:
             async for message in ws:
+                if r.error is not None:
+                    continue  # failed on arrival (see _fail): look no further
                 self._on_message(message)
                 if self._outbox:
-                    await self._pump()
+                    self._pump()
         except ConnectionClosed:
             pass
         except Exception as exc:  # keep the record; the call is over either way
-            r.error = f"{type(exc).__name__}: {exc}"
-            ws.transport.abort()
+            self._fail(exc)
         finally:
             self._leave_clock()
             self._ending = True
@@ -748,6 +797,22 @@ class TwilioCaller:
             if r.closed_by is None:
                 r.closed_by = "server" if rcvd is not None else "network"
             self._closed.set()
+
+    def _receive_now(self, message: str | bytes) -> None:
+        """A message handed over as it arrived (`_CallerConnection`): the read loop's work."""
+        try:
+            self._on_message(message)
+            if self._outbox:
+                self._pump()
+        except Exception as exc:  # keep the record; the call is over either way
+            self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        ws = self._ws
+        assert isinstance(ws, _CallerConnection)
+        self.result.error = f"{type(exc).__name__}: {exc}"
+        ws.on_message = _drop
+        ws.transport.abort()
 
     def _violation(self, now_ms: float, reason: str, raw: str | bytes) -> None:
         excerpt = raw[:200] if isinstance(raw, str) else repr(raw[:60])
