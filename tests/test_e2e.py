@@ -292,6 +292,10 @@ async def test_oversized_frame_closes_only_that_call_with_a_clear_code() -> None
         await hostile.send_raw('{"event": "media", "media": {"payload": "' + "A" * 100_000 + '"}}')
         hostile_result = await hostile_run
         good_result = await good_run
-    assert hostile_result.closed_by == "server" and hostile_result.close_code == 1009
+    assert (hostile_result.closed_by, hostile_result.close_code) == ("server", 1009), (
+        hostile_result.error,
+        hostile_result.close_reason,
+        hostile_result.messages_sent,
+    )
     assert good_result.closed_by == "caller"
     assert load_clip("agent_short") in good_result.heard
