@@ -176,6 +176,14 @@ class LoadBench:
         self.o = opts
         self.ratio = 6 if opts.audio == "pcm16" else 1
         """Model bytes per mu-law byte: pcm16 at 24 kHz is 3 samples x 2 bytes per byte."""
+        self.flush_tail = 0
+        """Mu-law bytes the bridge adds after each finished agent item: in pcm16 it pushes
+        the downsampler's last ~3 ms out with silence (``flush_to_twilio``), so the caller's
+        stream runs that much ahead of the model's bytes for every item before."""
+        if opts.audio == "pcm16":
+            from bridge.audio.transcoder import Pcm16Transcoder
+
+            self.flush_tail = len(Pcm16Transcoder().flush_to_twilio())
         self.appends: dict[int, _Appends] = {}
         self.calls: list[_Call] = []
         self.lags: list[float] = []
@@ -505,15 +513,20 @@ class LoadBench:
             positions = [m.position for m in r.media]
             cum = 0
             expected = 0
+            tails = 0
+            item = None
             hang_t = t0 + (r.hangup_ms or math.inf) / 1000.0
             for d in rec.audio_deltas:
                 if d.response_id in cancelled:
                     break  # the bridge rightly drops what follows a barge-in: stop matching
-                mid = (cum + d.nbytes // 2) // ratio
+                if item is not None and d.item_id != item:
+                    tails += self.flush_tail
+                item = d.item_id
+                mid = (cum + d.nbytes // 2) // ratio + tails
                 cum += d.nbytes
                 if d.t > hang_t - 0.5:
                     break  # in flight at hang-up
-                expected = cum // ratio
+                expected = cum // ratio + tails
                 i = bisect_right(positions, mid) - 1
                 hit = i >= 0 and mid < r.media[i].position + r.media[i].size
                 if not hit:
