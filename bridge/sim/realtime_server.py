@@ -55,7 +55,7 @@ from urllib.parse import parse_qsl, urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import DATA_OPCODES, Frame, Opcode
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import Event
 
@@ -663,11 +663,8 @@ class _SimConnection(ServerConnection):
         self._arrivals = Arrivals(self)
 
     def process_event(self, event: Event) -> None:
-        if isinstance(event, Frame) and event.opcode in DATA_OPCODES:
-            if self._take_now(event):
-                return
-            self._arrivals.queued(event)
-        super().process_event(event)
+        if not self._arrivals.took(event, self._take_now):
+            super().process_event(event)
 
     def _take_now(self, frame: Frame) -> bool:
         session = self.session

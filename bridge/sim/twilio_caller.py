@@ -46,7 +46,7 @@ from typing import Any, Protocol
 from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import DATA_OPCODES, Frame
+from websockets.frames import Frame
 from websockets.protocol import Event, State
 
 from bridge.config import Secret
@@ -396,11 +396,8 @@ class _CallerConnection(ClientConnection):
         self._arrivals = Arrivals(self)
 
     def process_event(self, event: Event) -> None:
-        if isinstance(event, Frame) and event.opcode in DATA_OPCODES:
-            if self._take_now(event):
-                return
-            self._arrivals.queued(event)
-        super().process_event(event)
+        if not self._arrivals.took(event, self._take_now):
+            super().process_event(event)
 
     def _take_now(self, frame: Frame) -> bool:
         handler = self.on_message

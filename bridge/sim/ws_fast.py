@@ -23,9 +23,11 @@ library's checks (invalid UTF-8 fails the connection with 1007, fragments, flow 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from websockets.asyncio.connection import Connection
-from websockets.frames import Frame, Opcode
-from websockets.protocol import State
+from websockets.frames import DATA_OPCODES, Frame, Opcode
+from websockets.protocol import Event, State
 
 __all__ = ["SEND_NOW_BUFFER_LIMIT", "Arrivals", "message_of", "send_now"]
 
@@ -79,6 +81,18 @@ class Arrivals:
 
     def queued(self, frame: Frame) -> None:
         self._fragmented = not frame.fin
+
+    def took(self, event: Event, take_now: Callable[[Frame], bool]) -> bool:
+        """For a connection's ``process_event``: offer a data frame to ``take_now``.
+
+        True means it was handled; False means pass ``event`` on to the library (and a
+        data frame passed on is accounted for here)."""
+        if not isinstance(event, Frame) or event.opcode not in DATA_OPCODES:
+            return False
+        if take_now(event):
+            return True
+        self.queued(event)
+        return False
 
 
 def message_of(frame: Frame) -> str | bytes | None:
