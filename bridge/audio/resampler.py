@@ -198,8 +198,8 @@ class _StreamingFir:
         """``coef`` rows weight the window positions (oldest first); one column per output
         phase; ``coef_blocked`` is ``_blocked(coef, stride)``, shared by all instances (it
         is 24 KB, and there are two resamplers per call). ``stride`` input samples are
-        consumed per output (group). Input is taken in
-        slices of at most ``block_samples``, which bounds the per-instance buffers."""
+        consumed per output (group). Input is taken in slices of at most
+        ``block_samples``, which bounds the per-instance buffers."""
         self._history = history
         self._stride = stride
         self._width, self._phases = coef.shape
