@@ -9,25 +9,17 @@ malformed field, so a log line is enough to diagnose a bad peer.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
+
+from bridge.core.stream import StreamInfo
+
+__all__ = ["StreamInfo", "MediaProtocolError"]
 
 
 class MediaProtocolError(ValueError):
     """A frame that does not follow the Media Streams protocol."""
 
 
-@dataclass(frozen=True, slots=True)
-class StreamInfo:
-    """What the ``start`` message tells us about the call."""
-
-    stream_sid: str
-    call_sid: str
-    account_sid: str
-    tracks: tuple[str, ...]
-    encoding: str
-    sample_rate: int
-    custom_parameters: dict[str, str] = field(default_factory=dict)
 
 
 def decode_frame(frame: str | bytes) -> dict[str, Any]:
