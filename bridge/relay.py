@@ -50,7 +50,7 @@ _dumps = json.dumps
 class CallHooks(Protocol):
     """What the relay needs from the rest of the service (see ``bridge.services``)."""
 
-    def authorise(self, info: StreamInfo) -> str | None:
+    async def authorise(self, info: StreamInfo) -> str | None:
         """None to accept the stream, else the reason to refuse it."""
 
     def session_config(self, info: StreamInfo) -> SessionConfig:
@@ -249,7 +249,7 @@ class CallRelay:
     async def _perform_other(self, action: Action) -> None:
         if isinstance(action, StreamStarted):
             self.info = action.info
-            refusal = self.hooks.authorise(action.info)
+            refusal = await self.hooks.authorise(action.info)
             if refusal is not None:
                 await self.step(
                     CallInput("end", data={"reason": "unauthorised", "detail": refusal})

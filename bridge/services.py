@@ -23,19 +23,21 @@ from bridge.core.actions import (
     Action,
     CallControl,
     EndCall,
+    Notice,
     RunTool,
     StreamStarted,
     TranscriptLine,
     Usage,
 )
 from bridge.core.session import CallSession, SessionConfig
+from bridge.logs import bind_call, call_log_context
 from bridge.metrics import Metrics
 from bridge.realtime.connection import ModelConnector, ModelEndpoint
 from bridge.realtime.dialects import DialectSpec, dialect_for
 from bridge.tools import ToolContext, ToolRegistry
 from bridge.tools.builtins import build_registry
 from bridge.twilio.media import StreamInfo
-from bridge.twilio.stream_token import StreamTokens
+from bridge.twilio.stream_token import LocalClaims, StreamTokens, TokenClaims
 from bridge.twilio.twiml import PARAM_TOKEN
 
 if TYPE_CHECKING:
@@ -73,6 +75,15 @@ def agent_directory(settings: Settings) -> AgentDirectory:
     return AgentDirectory.single(base)
 
 
+def tokens_ledger(store: CallStore | None) -> TokenClaims:
+    """Where used stream tokens are remembered: the store's database, else this process."""
+    if store is None:
+        return LocalClaims()
+    from bridge.store.claims import StoreClaims
+
+    return StoreClaims(store.backend)
+
+
 class BridgeServices:
     """Shared state and collaborators of one bridge process."""
 
@@ -94,6 +105,9 @@ class BridgeServices:
             name: build_registry(agent.tools) for name, agent in agents.agents.items()
         }
         self.tokens = StreamTokens.from_auth_token(settings.twilio_auth_token)
+        # Replay memory: the shared store when there is one (a fleet shares its database),
+        # else this process's memory.
+        self.claims: TokenClaims = tokens_ledger(store)
         self.connector = ModelConnector(
             ModelEndpoint(
                 url=settings.realtime_url,
@@ -111,6 +125,51 @@ class BridgeServices:
         self._ticker: asyncio.Task[None] | None = None
         self._turn_seq: dict[str, int] = {}
         self._admitted: dict[str, float] = {}
+        self._connected: set[str] = set()  # calls that have had a model connection
+        self._caller_spoke_ms: dict[str, int] = {}  # call -> end of the caller's last turn
+        self._export_live_gauges()
+
+    def _export_live_gauges(self) -> None:
+        """Gauges read at scrape time from the state that already holds them."""
+        m = self.metrics
+        m.gauge("calls_active", "Calls in progress on this replica", lambda: len(self.active))
+        m.gauge(
+            "calls_admitted",
+            "Calls answered by the webhook whose stream has not started yet",
+            # Read from the scrape thread: copy, never evict (no mutation off the loop).
+            lambda: sum(1 for until in list(self._admitted.values()) if until >= time.monotonic()),
+        )
+        m.gauge(
+            "max_calls", "BRIDGE_MAX_CALLS (per replica)", lambda: self.settings.max_calls
+        )
+        m.gauge("draining", "1 while draining after SIGTERM", lambda: int(self.draining))
+        m.gauge(
+            "model_preconnected",
+            "Model sockets pre-opened by the webhook, not yet taken",
+            lambda: self.connector.warm_count,
+        )
+        m.gauge(
+            "stream_tokens_remembered",
+            "Used stream tokens in this process's memory",
+            lambda: self.tokens.remembered,
+        )
+        if self.store is not None:
+            store = self.store
+            m.gauge(
+                "store_pending_records",
+                "Call records queued, not yet written (the store backlog)",
+                lambda: store.stats.pending,
+            )
+            m.gauge(
+                "store_failing",
+                "1 while the call-record database is failing (records are held)",
+                lambda: int(store.stats.failing),
+            )
+            m.gauge(
+                "store_dropped_records",
+                "Records dropped: queue overflow plus rows the database refused",
+                lambda: store.stats.dropped_overflow + store.stats.dropped_bad,
+            )
 
     # ------------------------------------------------------------- lifecycle
 
@@ -141,6 +200,9 @@ class BridgeServices:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
         await self.connector.close()
+        close_claims = getattr(self.claims, "close", None)
+        if close_claims is not None:
+            await close_claims()
         if self.store is not None:
             await self.store.close()
         if self.calls is not None:
@@ -218,26 +280,34 @@ class BridgeServices:
 
     # ---------------------------------------------------------- CallHooks
 
-    def authorise(self, info: StreamInfo) -> str | None:
+    async def authorise(self, info: StreamInfo) -> str | None:
         if self.settings.insecure_dev and not self.settings.twilio_auth_token:
             log.warning(
                 "call %s: BRIDGE_INSECURE_DEV=1 - stream accepted without verification",
                 info.call_sid,
             )
             return None
-        check = self.tokens.verify(
-            info.custom_parameters.get(STREAM_TOKEN_PARAM), info.call_sid, time.time()
+        started = time.perf_counter()
+        check = await self.tokens.redeem(
+            info.custom_parameters.get(STREAM_TOKEN_PARAM), info.call_sid, time.time(), self.claims
         )
+        self.metrics.token_check_seconds.observe(time.perf_counter() - started)
         if check.ok:
             return None
-        self.metrics.calls_rejected[f"stream_token_{check.reason}"] += 1
+        self.metrics.reject(f"stream_token_{check.reason}".replace(" ", "_"))
         return f"stream token {check.reason}"
 
     async def connect_model(self, info: StreamInfo) -> ClientConnection:
-        started = time.monotonic()
+        started = time.perf_counter()
+        if info.call_sid in self._connected:
+            self.metrics.model_reconnects.inc()
+        else:
+            warm = self.connector.is_warm(info.call_sid)
+            self.metrics.preconnect.labels("hit" if warm else "miss").inc()
         connection = await self.connector.take(info.call_sid)
-        self.metrics.model_connect_ms_sum += int((time.monotonic() - started) * 1000)
-        self.metrics.model_connect_count += 1
+        self.metrics.model_connect_seconds.observe(time.perf_counter() - started)
+        self.metrics.model_connects.inc()
+        self._connected.add(info.call_sid)
         return connection
 
     async def run_tool(
@@ -256,7 +326,7 @@ class BridgeServices:
             transfer_labels=self.agents.transfer_labels,
         )
         outcome = await registry.run(action.name, action.arguments, context)
-        self.metrics.tools["ok" if outcome.ok else "error"] += 1
+        self.metrics.tools.labels("ok" if outcome.ok else "error").inc()
         if not outcome.ok:
             log.info("call %s: tool %s failed: %s", info.call_sid, action.name, outcome.error)
         control = asdict(outcome.control) if outcome.control is not None else None
@@ -292,6 +362,7 @@ class BridgeServices:
         info = relay.info
         if isinstance(action, StreamStarted):
             self._admitted.pop(action.info.call_sid, None)
+            bind_call(action.info.call_sid, action.info.stream_sid)
             params = action.info.custom_parameters
             agent = self.agent_for(action.info)
             log.info(
@@ -314,7 +385,13 @@ class BridgeServices:
             return
         if info is None:
             return
+        if isinstance(action, Notice):
+            # Only reaches here if the relay forwards notices (see the report to the lead).
+            if action.code.startswith("model_error:"):
+                self.metrics.model_errors.labels(action.code.partition(":")[2][:64]).inc()
+            return
         if isinstance(action, TranscriptLine):
+            self._observe_turn(info.call_sid, action)
             log.debug("call %s %s: %s", info.call_sid, action.speaker, action.text)
             if store is not None:
                 seq = self._turn_seq.get(info.call_sid, 0) + 1
@@ -340,8 +417,22 @@ class BridgeServices:
                 )
         elif isinstance(action, EndCall):
             self._turn_seq.pop(info.call_sid, None)
+            self._connected.discard(info.call_sid)
+            self._caller_spoke_ms.pop(info.call_sid, None)
             if store is not None:
                 store.record_call_ended(info.call_sid, action.reason)
+
+    def _observe_turn(self, call_sid: str, line: TranscriptLine) -> None:
+        """Turn latency from transcript timings: caller's end of speech → agent's first audio.
+
+        The core has no latency event yet; the transcript's call-relative timestamps are
+        the closest thing it exposes.  Needs caller transcription on (the default)."""
+        if line.speaker == "caller":
+            self._caller_spoke_ms[call_sid] = line.end_ms
+        elif line.speaker == "agent":
+            spoke = self._caller_spoke_ms.pop(call_sid, None)
+            if spoke is not None and line.start_ms >= spoke:
+                self.metrics.turn_latency_seconds.observe((line.start_ms - spoke) / 1000)
 
     # ----------------------------------------------------------- the relay
 
@@ -363,13 +454,12 @@ class BridgeServices:
             max_frame_bytes=self.settings.max_message_bytes,
         )
         self.active.add(relay)
-        self.metrics.calls_active = len(self.active)
-        self.metrics.calls_started += 1
+        self.metrics.calls_started.inc()
+        call_log_context()  # this task and those the relay spawns log the call's ids
         try:
             return await relay.run()
         finally:
             self.active.discard(relay)
-            self.metrics.calls_active = len(self.active)
             self.metrics.call_finished(relay.end_reason or "unknown", relay.session.stats)
 
 
