@@ -128,6 +128,9 @@ class Settings:
     metrics_token: Secret | None = None
     log_format: Literal["text", "json"] = "text"
     allow_http: bool = False
+    #: When the shared replay ledger (the database) cannot answer: ``refuse`` the stream
+    #: (single use holds fleet-wide) or accept on this replica's memory (``local``).
+    replay_outage: Literal["refuse", "local"] = "refuse"
 
     @property
     def stream_url(self) -> str | None:
@@ -311,6 +314,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         metrics_token=read.secret("BRIDGE_METRICS_TOKEN"),
         log_format=read.choice("LOG_FORMAT", ("text", "json"), "text"),  # type: ignore[arg-type]
         allow_http=read.boolean("BRIDGE_ALLOW_HTTP", False),
+        replay_outage=read.choice("BRIDGE_REPLAY_OUTAGE", ("refuse", "local"), "refuse"),  # type: ignore[arg-type]
     )
     if read.problems:
         raise ConfigError(read.problems)

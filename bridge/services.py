@@ -289,7 +289,11 @@ class BridgeServices:
             return None
         started = time.perf_counter()
         check = await self.tokens.redeem(
-            info.custom_parameters.get(STREAM_TOKEN_PARAM), info.call_sid, time.time(), self.claims
+            info.custom_parameters.get(STREAM_TOKEN_PARAM),
+            info.call_sid,
+            time.time(),
+            self.claims,
+            local_on_outage=self.settings.replay_outage == "local",
         )
         self.metrics.token_check_seconds.observe(time.perf_counter() - started)
         if check.ok:

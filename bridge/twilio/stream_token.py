@@ -225,13 +225,21 @@ class StreamTokens:
         return _OK
 
     async def redeem(
-        self, token: str | None, call_sid: str, now: float, claims: TokenClaims
+        self,
+        token: str | None,
+        call_sid: str,
+        now: float,
+        claims: TokenClaims,
+        *,
+        local_on_outage: bool = False,
     ) -> TokenCheck:
         """Like :meth:`verify`, with replay memory in ``claims`` (shared by a fleet).
 
         The local memory is consulted first: a replay to the same replica is refused
         without a round trip.  When the shared ledger cannot answer, the stream is
-        refused ("unverifiable"): a replay check that fails open is no check.
+        refused ("unverifiable"): a replay check that fails open is no check.  With
+        ``local_on_outage`` the operator has chosen availability instead: this replica's
+        memory alone decides until the ledger answers again (logged).
         """
         check = self.inspect(token, call_sid, now)
         if not check.ok:
@@ -243,6 +251,9 @@ class StreamTokens:
         try:
             first = await claims.claim(check.token_id, check.expires_ms, now_ms)
         except ClaimUnavailable as exc:
+            if local_on_outage:
+                log.warning("shared replay check unavailable (%s); this replica decided", exc)
+                return _OK
             log.warning("stream token replay check unavailable: %s", exc)
             return TokenCheck(False, "unverifiable")
         return _OK if first else TokenCheck(False, "replayed")
