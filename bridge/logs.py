@@ -15,7 +15,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-__all__ = ["JsonFormatter", "bind_call", "call_log_context", "configure_logging"]
+__all__ = ["CallIdFilter", "JsonFormatter", "bind_call", "call_log_context", "configure_logging"]
 
 _CALL: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
     "bridge_call_ids", default=None
@@ -42,7 +42,7 @@ def bind_call(call_sid: str | None, stream_sid: str | None = None) -> None:
         holder["stream_sid"] = stream_sid
 
 
-class _CallIds(logging.Filter):
+class CallIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         holder = _CALL.get()
         record.call_sid = holder.get("call_sid") if holder else None
@@ -70,7 +70,7 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str, fmt: str = "text") -> None:
     """Root logging for ``serve``: ``fmt`` is ``text`` or ``json`` (``LOG_FORMAT``)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_CallIds())
+    handler.addFilter(CallIdFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
