@@ -61,9 +61,7 @@ class Fleet:
     async def start(self, binary: str) -> None:
         for replica in self.replicas.values():
             replica.start()
-        await asyncio.gather(
-            *(asyncio.to_thread(r.wait_ready) for r in self.replicas.values())
-        )
+        await asyncio.gather(*(asyncio.to_thread(r.wait_ready) for r in self.replicas.values()))
         self.lb = HAProxy(binary, self.lb_port, {n: r.port for n, r in self.replicas.items()})
         await asyncio.to_thread(self.lb.wait_ready)
 
@@ -98,8 +96,11 @@ class Fleet:
         return twilio, replica
 
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
-        return sum(r.metric(name, labels) for r in self.replicas.values() if r.process and
-                   r.process.poll() is None)
+        return sum(
+            r.metric(name, labels)
+            for r in self.replicas.values()
+            if r.process and r.process.poll() is None
+        )
 
 
 FleetFactory = Callable[..., Awaitable[Fleet]]

@@ -69,10 +69,12 @@ async def test_metrics_are_off_the_public_port_by_default_and_on_their_own_port(
     port_a, port_b = free_port(), free_port()
     async with (
         sim,
-        LocalBridge(sim.url, env={"OPENAI_API_KEY": "sk-x", "BRIDGE_METRICS_PORT": str(port_a)})
-        as a,
-        LocalBridge(sim.url, env={"OPENAI_API_KEY": "sk-x", "BRIDGE_METRICS_PORT": str(port_b)})
-        as b,
+        LocalBridge(
+            sim.url, env={"OPENAI_API_KEY": "sk-x", "BRIDGE_METRICS_PORT": str(port_a)}
+        ) as a,
+        LocalBridge(
+            sim.url, env={"OPENAI_API_KEY": "sk-x", "BRIDGE_METRICS_PORT": str(port_b)}
+        ) as _b,
     ):
         # Two apps in one process: separate registries, no "Duplicated timeseries".
         assert (await asyncio.to_thread(fetch, a.base_url + "/metrics"))[0] == 404

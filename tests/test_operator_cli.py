@@ -164,7 +164,7 @@ def test_dev_extra_brings_the_postgres_driver() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     dev = project["optional-dependencies"]["dev"]
     assert any(req.startswith("asyncpg") for req in dev)
-    markers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"][
-        "ini_options"
-    ]["markers"]
+    markers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"][
+        "markers"
+    ]
     assert any(m.startswith("e2e:") for m in markers)
