@@ -163,6 +163,12 @@ async def healthz(request: Request) -> Response:
     )
 
 
+async def livez(request: Request) -> Response:
+    """Liveness: the event loop answers.  Never 503 for a drain (unlike ``/healthz``):
+    an orchestrator that restarts a draining process kills the calls it is finishing."""
+    return JSONResponse({"status": "alive", "calls": len(_services(request).active)})
+
+
 async def metrics(request: Request) -> Response:
     """``/metrics`` on the public port: only with ``BRIDGE_METRICS_TOKEN`` as a bearer token.
 
@@ -284,6 +290,7 @@ def create_app(
             Route("/stream-status", stream_status, methods=["POST"]),
             WebSocketRoute("/media-stream", media_stream),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/livez", livez, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
         ],
         lifespan=lifespan,

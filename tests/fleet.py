@@ -10,6 +10,7 @@ health checks, which no in-process test can show.  HAProxy comes from the OS pac
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,13 +20,14 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlencode
 
 from prometheus_client.parser import text_string_to_metric_families
-from twilio.request_validator import RequestValidator
+
+from bridge.sim.phone import incoming_call
+
+__all__ = ["HAProxy", "Replica", "free_port", "haproxy_binary", "incoming_call"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,46 +52,25 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
-def haproxy_config(lb_port: int, replicas: dict[str, int]) -> str:
-    """Round-robin webhooks and streams over healthy replicas; ``/r/NAME/`` reaches one.
+COMPOSE_HAPROXY = ROOT / "deploy" / "compose" / "haproxy.cfg"
 
-    ``/healthz`` answers 503 while a replica drains, so the 200 ms health check takes it
-    out of rotation; ``retry-on 503`` with ``redispatch`` re-sends a webhook that hit a
-    draining replica in the gap to another one, so Twilio never sees the 503."""
-    lines = [
-        "global",
-        "    maxconn 4096",
-        "defaults",
-        "    mode http",
-        "    timeout connect 2s",
-        "    timeout client 30s",
-        "    timeout server 30s",
-        "    timeout tunnel 2h",  # a WebSocket call may last the Realtime API's 60 min cap
-        "    option http-buffer-request",
-        "    retries 2",
-        "    option redispatch 1",
-        "    retry-on conn-failure empty-response 503",
-        "frontend public",
-        f"    bind 127.0.0.1:{lb_port}",
-    ]
-    for name in replicas:
-        lines += [f"    use_backend only_{name} if {{ path_beg /r/{name}/ }}"]
-    lines += [
-        "    default_backend bridges",
-        "backend bridges",
-        "    balance roundrobin",
-        "    option httpchk GET /healthz",
-        "    http-check expect status 200",
-    ]
+
+def haproxy_config(lb_port: int, replicas: dict[str, int]) -> str:
+    """The shipped ``deploy/compose/haproxy.cfg``, pointed at loopback ports.
+
+    The test runs the very routing the compose fleet uses (round robin with health
+    checks, ``retry-on 503``, ``/r/NAME/`` per replica); only addresses, Docker's DNS
+    resolver and the health-check interval (1 s there, 200 ms here) are changed."""
+    text = COMPOSE_HAPROXY.read_text()
+    text = re.sub(r"\nresolvers docker\n(    .*\n)+", "\n", text)
+    text = text.replace(" resolvers docker init-addr last,libc,none", "")
+    text = text.replace("    bind :8080", f"    bind 127.0.0.1:{lb_port}")
+    text = text.replace("    log stdout format raw local0\n", "")
+    text = text.replace("check inter 1s fall 1 rise 2", "check inter 200ms fall 1 rise 1")
     for name, port in replicas.items():
-        lines.append(f"    server {name} 127.0.0.1:{port} check inter 200ms fall 1 rise 1")
-    for name, port in replicas.items():
-        lines += [
-            f"backend only_{name}",
-            f"    http-request replace-path /r/{name}(/.*) \\1",
-            f"    server {name} 127.0.0.1:{port}",
-        ]
-    return "\n".join(lines) + "\n"
+        text = text.replace(f"bridge-{name}:8080", f"127.0.0.1:{port}")
+    assert "bridge-" not in text and "resolvers" not in text, text
+    return text
 
 
 @dataclass
@@ -200,38 +181,3 @@ class HAProxy:
                 self.process.kill()
                 self.process.wait(5)
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def incoming_call(
-    lb_url: str, public_url: str, auth_token: str, call_sid: str
-) -> tuple[int, str, dict[str, str]]:
-    """Twilio's webhook step through the balancer: (status, stream url, parameters)."""
-    form = {
-        "AccountSid": "AC" + "0" * 32,
-        "CallSid": call_sid,
-        "From": "+15550001111",
-        "To": "+15559990000",
-        "CallStatus": "ringing",
-        "Direction": "inbound",
-        "ApiVersion": "2010-04-01",
-    }
-    signature = RequestValidator(auth_token).compute_signature(public_url + "/twiml", form)
-    request = urllib.request.Request(
-        lb_url + "/twiml",
-        data=urlencode(form).encode(),
-        headers={
-            "Content-Type": "application/x-www-form-urlencoded",
-            "X-Twilio-Signature": str(signature),
-        },
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            status, body = response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, "", {}
-    stream = ET.fromstring(body).find("./Connect/Stream")
-    if stream is None:
-        return status, "", {}
-    params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
-    return status, stream.get("url", ""), params
