@@ -163,13 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--port",
         type=int,
-        default=int(os.environ.get("PORT", "8080")),
+        default=os.environ.get("PORT", "8080"),  # a string: argparse checks it like input
         help="public port for Twilio's webhooks and Media Streams ($PORT)",
     )
     serve.add_argument(
         "--grace",
         type=float,
-        default=float(os.environ.get("BRIDGE_DRAIN_GRACE", "30")),
+        default=os.environ.get("BRIDGE_DRAIN_GRACE", "30"),
         help="seconds live calls may continue after SIGTERM ($BRIDGE_DRAIN_GRACE)",
     )
     serve.add_argument(

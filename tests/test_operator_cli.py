@@ -136,7 +136,7 @@ def test_serve_help_shows_defaults_and_the_metrics_port() -> None:
     assert proc.returncode == 0
     text = " ".join(proc.stdout.split())
     assert "(default: 9090)" in text  # --port follows $PORT
-    assert "(default: 30.0)" in text  # --grace
+    assert "(default: 30)" in text  # --grace
     assert "(default: 0.0.0.0)" in text
     assert "--metrics-port" in text
 
@@ -168,3 +168,41 @@ def test_dev_extra_brings_the_postgres_driver() -> None:
         "markers"
     ]
     assert any(m.startswith("e2e:") for m in markers)
+
+
+def test_a_bad_port_or_grace_in_the_environment_is_a_usage_error() -> None:
+    proc = run_cli("serve", env={**SERVE_ENV, "BRIDGE_DRAIN_GRACE": "soon"})
+    assert proc.returncode == 2 and "invalid float value: 'soon'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+async def test_simulated_phone_places_a_call_through_the_entry_point() -> None:
+    """``python -m bridge.sim.phone`` (compose's caller) against a running bridge."""
+    import os
+    import sys
+
+    from bridge.sim.local_bridge import LocalBridge
+    from bridge.sim.realtime_server import RealtimeSimulator
+
+    sim = RealtimeSimulator(script=["agent_reply"], api_key="sk-x")
+    async with sim, LocalBridge(sim.url, env={"OPENAI_API_KEY": "sk-x"}) as bridge:
+        env = {**os.environ, "PUBLIC_URL": bridge.base_url, "TWILIO_AUTH_TOKEN": bridge.auth_token}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bridge.sim.phone",
+            "--calls",
+            "2",
+            "--duration-ms",
+            "4000",
+            env=env,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    lines = out.decode().splitlines()
+    assert proc.returncode == 0, err.decode()
+    assert len(lines) == 2 and all("ended by caller" in line for line in lines)
+    assert all("agent audio 0 ms" not in line for line in lines)
+    assert bridge.auth_token not in out.decode() + err.decode()
