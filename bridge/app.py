@@ -166,7 +166,8 @@ async def metrics(request: Request) -> Response:
     if services.store is not None:
         stats = services.store.stats
         gauges["store_pending_records"] = getattr(stats, "pending", 0)
-    return PlainTextResponse(services.metrics.render(gauges))
+    counters = {"model_preconnect": ("outcome", services.connector.stats)}
+    return PlainTextResponse(services.metrics.render(gauges, counters))
 
 
 def build_services(settings: Settings) -> BridgeServices:

@@ -9,6 +9,7 @@ series count stays bounded whatever callers do.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 
 
 class Metrics:
@@ -28,7 +29,14 @@ class Metrics:
         self.calls_ended[reason] += 1
         self.session.update(stats)
 
-    def render(self, extra_gauges: dict[str, float] | None = None) -> str:
+    def render(
+        self,
+        extra_gauges: dict[str, float] | None = None,
+        labelled_counters: dict[str, tuple[str, Mapping[str, int]]] | None = None,
+    ) -> str:
+        """The text exposition.  ``labelled_counters`` maps a metric name to
+        ``(label, {value: count})`` for counters kept by other components (the model
+        connector's pre-opened sockets, the pending-stream guard)."""
         lines = [
             "# TYPE bridge_calls_active gauge",
             f"bridge_calls_active {self.calls_active}",
@@ -57,6 +65,12 @@ class Metrics:
             f"bridge_model_connect_ms_sum {self.model_connect_ms_sum}",
             f"bridge_model_connect_ms_count {self.model_connect_count}",
         ]
+        for name, (label, counts) in sorted((labelled_counters or {}).items()):
+            lines.append(f"# TYPE bridge_{name}_total counter")
+            lines += [
+                f'bridge_{name}_total{{{label}="{value}"}} {n}'
+                for value, n in sorted(counts.items())
+            ]
         for name, gauge in sorted((extra_gauges or {}).items()):
             lines += [f"# TYPE bridge_{name} gauge", f"bridge_{name} {gauge}"]
         return "\n".join(lines) + "\n"
