@@ -32,7 +32,7 @@ class Metrics:
     def render(
         self,
         extra_gauges: dict[str, float] | None = None,
-        labelled_counters: dict[str, tuple[str, Mapping[str, int]]] | None = None,
+        labelled_counters: Mapping[str, tuple[str, Mapping[str, int]]] | None = None,
     ) -> str:
         """The text exposition.  ``labelled_counters`` maps a metric name to
         ``(label, {value: count})`` for counters kept by other components (the model

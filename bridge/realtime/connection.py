@@ -50,7 +50,7 @@ class ModelConnectError(ConnectionError):
         self.verdict: Verdict = classify_handshake(status, body)
 
 
-def _error_body(raw: bytes | None) -> Any:
+def _error_body(raw: bytes | bytearray | None) -> Any:
     if not raw:
         return None
     try:

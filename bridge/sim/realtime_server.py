@@ -860,8 +860,7 @@ class _Session:
             self.timers.append(loop.call_later(
                 plan.max_session_ms / 1000, lambda: self._spawn(self._expire())))
         for fault in plan.errors:
-            self.timers.append(loop.call_later(
-                fault.after_ms / 1000, lambda f=fault: self._spawn(self._error_fault(f))))
+            self.timers.append(loop.call_later(fault.after_ms / 1000, self._fire_error, fault))
 
     async def _expire(self) -> None:
         """The session cap as the live API ends it: the ``error`` event, then close 1001
@@ -870,6 +869,9 @@ class _Session:
         with contextlib.suppress(ConnectionClosed):
             await self.send_error("invalid_request_error", "session_expired", message, None, None)
         await self.close(1001, message)
+
+    def _fire_error(self, fault: ErrorFault) -> None:
+        self._spawn(self._error_fault(fault))
 
     async def _error_fault(self, fault: ErrorFault) -> None:
         with contextlib.suppress(ConnectionClosed):
