@@ -148,8 +148,18 @@ async def media_stream(websocket: WebSocket) -> None:
     if services.draining:
         await websocket.close(code=1013)
         return
-    await websocket.accept()
-    await services.serve_stream(AsgiCallerSocket(websocket))
+    # Sockets whose stream has not started are capped (bridge/twilio/stream_guard.py): a
+    # replayed upgrade signature cannot pile them up.  The core ends each one that has no
+    # start within BRIDGE_START_TIMEOUT_S.
+    socket = AsgiCallerSocket(websocket)
+    if not services.pending.try_admit(socket):
+        await websocket.close(code=1013)  # before accept: the handshake gets HTTP 403
+        return
+    try:
+        await websocket.accept()
+        await services.serve_stream(socket)
+    finally:
+        services.pending.release(socket)
 
 
 async def healthz(request: Request) -> Response:
@@ -162,11 +172,17 @@ async def healthz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     services = _services(request)
-    gauges: dict[str, float] = {"model_preconnected": services.connector.warm_count}
+    gauges: dict[str, float] = {
+        "model_preconnected": services.connector.warm_count,
+        "streams_pending": services.pending.count,
+    }
     if services.store is not None:
         stats = services.store.stats
         gauges["store_pending_records"] = getattr(stats, "pending", 0)
-    counters = {"model_preconnect": ("outcome", services.connector.stats)}
+    counters = {
+        "model_preconnect": ("outcome", services.connector.stats),
+        "streams_pending": ("outcome", services.pending.stats),
+    }
     return PlainTextResponse(services.metrics.render(gauges, counters))
 
 

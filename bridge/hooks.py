@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from bridge.metrics import Metrics
     from bridge.store.callstore import CallStore
     from bridge.twilio.calls import TwilioCalls
+    from bridge.twilio.stream_guard import PendingStreams
     from bridge.twilio.stream_token import StreamTokens
 
 log = logging.getLogger("bridge")
@@ -58,6 +59,8 @@ class ServiceHooks:
         self.agents = agents
         self.tokens = tokens
         self.admission = admission
+        self.pending: PendingStreams | None = None
+        """Set by the services: sockets whose stream has not started (capped)."""
         self.metrics = metrics
         self.store = store
         self.calls = calls
@@ -91,6 +94,7 @@ class ServiceHooks:
             model=settings.realtime_model,
             tools=tuple(self.registry(agent).definitions()),
             max_call_ms=settings.max_call_seconds * 1000,
+            start_timeout_ms=int(settings.start_timeout_s * 1000),
             tool_filler_after_ms=settings.tool_filler_after_ms or None,
             rest_control=self.calls is not None,
         )
@@ -157,6 +161,8 @@ class ServiceHooks:
         if isinstance(action, AuthoriseStream):
             info = action.info
             self.admission.started(info.call_sid)
+            if self.pending is not None:
+                self.pending.started(relay.caller)
             params = info.custom_parameters
             agent = self.agent_for(info)
             log.info(

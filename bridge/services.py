@@ -24,6 +24,7 @@ from bridge.realtime.backend import RealtimeBackend
 from bridge.realtime.connection import ModelConnector, ModelEndpoint
 from bridge.realtime.dialects import DialectSpec, dialect_for
 from bridge.twilio.media import TwilioMediaProtocol
+from bridge.twilio.stream_guard import PendingStreams
 from bridge.twilio.stream_token import StreamTokens
 
 if TYPE_CHECKING:
@@ -88,6 +89,8 @@ class BridgeServices:
             settings, self.agents, self.tokens, self.admission, self.metrics, store, calls
         )
         self.active: set[CallRelay] = set()
+        self.pending = PendingStreams(settings.max_pending_streams)
+        self.hooks.pending = self.pending
 
     # ------------------------------------------------------------- lifecycle
 
