@@ -127,3 +127,20 @@ def test_the_generation_script_reproduces_the_committed_clips(tmp_path: Path) ->
     for name in BUNDLED_PROMPTS:
         made = (copy / "bridge" / "audio" / "clips" / f"{name}.ulaw").read_bytes()
         assert abs(len(made) - len(bundled_prompt(name))) <= 800, name  # within 0.1 s
+
+
+def test_configured_prompt_files_are_checked_at_start_up(tmp_path: Path) -> None:
+    from bridge.config import ConfigError, load_settings
+
+    good = tmp_path / "hold.ulaw"
+    good.write_bytes(bundled_prompt("one_moment"))
+    bad = tmp_path / "apology.wav"
+    bad.write_bytes(b"not audio at all" * 10)
+    settings = load_settings({"BRIDGE_FILLER_AUDIO": str(good)})
+    assert settings.filler_audio == str(good) and settings.apology_audio is None
+    with pytest.raises(ConfigError) as info:
+        load_settings({"BRIDGE_APOLOGY_AUDIO": str(bad), "BRIDGE_MAX_PENDING_STREAMS": "0",
+                       "BRIDGE_START_TIMEOUT_S": "soon"})
+    problems = "\n".join(info.value.problems)
+    assert "BRIDGE_APOLOGY_AUDIO" in problems and "not a RIFF/WAVE" in problems
+    assert "BRIDGE_MAX_PENDING_STREAMS" in problems and "BRIDGE_START_TIMEOUT_S" in problems
