@@ -152,8 +152,18 @@ async def media_stream(websocket: WebSocket) -> None:
     if services.draining:
         await websocket.close(code=1013)
         return
-    await websocket.accept()
-    await services.serve_stream(AsgiCallerSocket(websocket))
+    # Sockets whose stream has not started are capped (bridge/twilio/stream_guard.py): a
+    # replayed upgrade signature cannot pile them up.  The core ends each one that has no
+    # start within BRIDGE_START_TIMEOUT_S.
+    socket = AsgiCallerSocket(websocket)
+    if not services.pending.try_admit(socket):
+        await websocket.close(code=1013)  # before accept: the handshake gets HTTP 403
+        return
+    try:
+        await websocket.accept()
+        await services.serve_stream(socket)
+    finally:
+        services.pending.release(socket)
 
 
 async def healthz(request: Request) -> Response:

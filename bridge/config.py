@@ -135,6 +135,10 @@ class Settings:
     #: When the shared replay ledger (the database) cannot answer: ``refuse`` the stream
     #: (single use holds fleet-wide) or accept on this replica's memory (``local``).
     replay_outage: Literal["refuse", "local"] = "refuse"
+    max_pending_streams: int = 500
+    start_timeout_s: float = 5.0
+    filler_audio: str | None = None
+    apology_audio: str | None = None
 
     @property
     def stream_url(self) -> str | None:
@@ -258,6 +262,20 @@ def load_turn_detection(read: _Reader) -> TurnDetection:
     )
 
 
+def _prompt_file(read: _Reader, name: str) -> str | None:
+    """A configured prompt file, checked now so a bad one stops start-up, not a call."""
+    path = read.text(name)
+    if path is None:
+        return None
+    from bridge.audio.prompts import PromptFileError, load_prompt
+
+    try:
+        load_prompt(path)
+    except PromptFileError as exc:
+        read.problems.append(f"{name}: {exc}")
+    return path
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise :class:`ConfigError` listing all problems."""
     read = _Reader(os.environ if env is None else env)
@@ -310,6 +328,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         overflow=read.choice("BRIDGE_OVERFLOW", ("busy", "fallback"), "busy"),  # type: ignore[arg-type]
         json_codec=read.choice("BRIDGE_JSON_CODEC", ("stdlib", "orjson"), "stdlib"),  # type: ignore[arg-type]
         preconnect=read.boolean("BRIDGE_PRECONNECT", True),
+        max_pending_streams=read.integer("BRIDGE_MAX_PENDING_STREAMS", 500, 1, 1_000_000),
+        start_timeout_s=read.number("BRIDGE_START_TIMEOUT_S", 5.0, 0.1, 120.0),
+        filler_audio=_prompt_file(read, "BRIDGE_FILLER_AUDIO"),
+        apology_audio=_prompt_file(read, "BRIDGE_APOLOGY_AUDIO"),
         tool_filler_after_ms=read.integer("TOOL_FILLER_AFTER_MS", 3000, 0, 600_000),
         tool_filler_instructions=read.text("TOOL_FILLER_INSTRUCTIONS"),
         log_level=read.choice("LOG_LEVEL", ("debug", "info", "warning", "error"), "info").upper(),

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from bridge.metrics import Metrics
     from bridge.store.callstore import CallStore
     from bridge.twilio.calls import TwilioCalls
+    from bridge.twilio.stream_guard import PendingStreams
     from bridge.twilio.stream_token import StreamTokens, TokenClaims
 
 log = logging.getLogger("bridge")
@@ -63,6 +64,8 @@ class ServiceHooks:
         self.tokens = tokens
         self.claims = claims
         self.admission = admission
+        self.pending: PendingStreams | None = None
+        """Set by the services: sockets whose stream has not started (capped)."""
         self.metrics = metrics
         self.store = store
         self.calls = calls
@@ -96,6 +99,7 @@ class ServiceHooks:
             model=settings.realtime_model,
             tools=tuple(self.registry(agent).definitions()),
             max_call_ms=settings.max_call_seconds * 1000,
+            start_timeout_ms=int(settings.start_timeout_s * 1000),
             tool_filler_after_ms=settings.tool_filler_after_ms or None,
             rest_control=self.calls is not None,
         )
@@ -177,6 +181,8 @@ class ServiceHooks:
             info = action.info
             self.admission.started(info.call_sid)
             bind_call(info.call_sid, info.stream_sid)
+            if self.pending is not None:
+                self.pending.started(relay.caller)
             params = info.custom_parameters
             agent = self.agent_for(info)
             log.info(

@@ -25,7 +25,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -40,11 +40,12 @@ SESSION_COUNTERS: dict[str, str] = {
     "clears": "Twilio clear messages sent",
     "deltas_forwarded": "Model audio deltas forwarded to Twilio",
     "deltas_dropped": "Late model audio deltas dropped after an interruption",
-    "bad_frames": "Malformed Twilio frames survived",
+    "bad_frames": "Malformed caller-leg frames survived",
     "stale_marks": "Mark echoes from a cleared playback generation (ignored)",
     "preconnect_dropped": "Caller audio frames dropped while the model was connecting",
     "media_in": "Twilio media frames received",
-    "twilio_frames": "Twilio frames received (all kinds)",
+    "caller_events": "Caller-leg frames received (all kinds)",
+    "model_problems": "Malformed model events survived",
     "audio_in_bytes": "Caller audio bytes received",
 }
 
@@ -57,10 +58,12 @@ TOKEN_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0,
 
 
 class _Live(Collector):
-    """Gauges read when scraped from callables (no bookkeeping on the hot path)."""
+    """Gauges and labelled counters read when scraped from callables (no bookkeeping on
+    the hot path: the state that already holds the numbers is read as it is)."""
 
     def __init__(self, gauges: Mapping[str, tuple[str, Callable[[], float]]]) -> None:
         self.gauges = dict(gauges)
+        self.counters: dict[str, tuple[str, str, Callable[[], Mapping[str, int]]]] = {}
 
     def collect(self) -> Iterator[Metric]:
         for name, (doc, read) in self.gauges.items():
@@ -69,6 +72,15 @@ class _Live(Collector):
             except Exception:  # noqa: BLE001 - one broken reading must not fail a scrape
                 continue
             yield GaugeMetricFamily(name, doc, value=value)
+        for name, (doc, label, read_counts) in self.counters.items():
+            try:
+                counts = dict(read_counts())
+            except Exception:  # noqa: BLE001
+                continue
+            family = CounterMetricFamily(name, doc, labels=[label])
+            for label_value, count in sorted(counts.items()):
+                family.add_metric([label_value], count)
+            yield family
 
 
 class Metrics:
@@ -133,6 +145,12 @@ class Metrics:
     def gauge(self, name: str, doc: str, read: Callable[[], float]) -> None:
         """Export ``bridge_<name>`` as a gauge whose value ``read()`` gives at scrape time."""
         self._live.gauges[f"bridge_{name}"] = (doc, read)
+
+    def counts(
+        self, name: str, doc: str, label: str, read: Callable[[], Mapping[str, int]]
+    ) -> None:
+        """Export ``bridge_<name>_total{label=...}`` from a mapping read at scrape time."""
+        self._live.counters[f"bridge_{name}"] = (doc, label, read)
 
     def reject(self, reason: str) -> None:
         self.calls_rejected.labels(reason).inc()

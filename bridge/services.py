@@ -27,6 +27,7 @@ from bridge.realtime.backend import RealtimeBackend
 from bridge.realtime.connection import ModelConnector, ModelEndpoint
 from bridge.realtime.dialects import DialectSpec, dialect_for
 from bridge.twilio.media import TwilioMediaProtocol
+from bridge.twilio.stream_guard import PendingStreams
 from bridge.twilio.stream_token import LocalClaims, StreamTokens, TokenClaims
 
 if TYPE_CHECKING:
@@ -140,6 +141,8 @@ class BridgeServices:
             calls,
         )
         self.active: set[CallRelay] = set()
+        self.pending = PendingStreams(settings.max_pending_streams)
+        self.hooks.pending = self.pending
         self._export_live_gauges()
 
     def _export_live_gauges(self) -> None:
@@ -157,6 +160,23 @@ class BridgeServices:
             "model_preconnected",
             "Model sockets pre-opened by the webhook, not yet taken",
             lambda: self.connector.warm_count,
+        )
+        m.gauge(
+            "streams_pending",
+            "Media Stream sockets accepted and waiting for a valid start",
+            lambda: self.pending.count,
+        )
+        m.counts(
+            "model_preconnect",
+            "Model sockets pre-opened at the webhook, by outcome",
+            "outcome",
+            lambda: self.connector.stats,
+        )
+        m.counts(
+            "streams_pending_outcome",
+            "Media Stream sockets that waited for a start, by outcome",
+            "outcome",
+            lambda: self.pending.stats,
         )
         m.gauge(
             "stream_tokens_remembered",

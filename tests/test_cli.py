@@ -198,7 +198,8 @@ def test_sigterm_drains_refuses_new_calls_and_ends_live_ones(tmp_path: Path) -> 
                 client.settings = load_settings(
                     {"PUBLIC_URL": f"http://127.0.0.1:{port}", "TWILIO_AUTH_TOKEN": token}
                 )
-                deadline = time.monotonic() + 15
+                # `serve` imports a lot; on a loaded 2-core host start-up takes a while.
+                deadline = time.monotonic() + 45
                 while True:
                     try:
                         caller = await client.place_call(
