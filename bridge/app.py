@@ -22,6 +22,8 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from bridge.config import ConfigError, Settings, http_url, load_settings, startup_problems
+from bridge.operator.routes import install as install_operator
+from bridge.operator.routes import operator_routes
 from bridge.services import STREAM_TOKEN_PARAM, BridgeServices, agent_directory
 from bridge.twilio.security import SIGNATURE_HEADER, validate_http_request, validate_websocket
 from bridge.twilio.twiml import busy_twiml, connect_stream_twiml
@@ -219,6 +221,8 @@ def create_app(
                 _refuse(list(getattr(exc, "problems", None) or [str(exc)]))
         assert services is not None
         app.state.services = services
+        # The softphone and console exist only with BRIDGE_OPERATOR_TOKEN (else 404).
+        app.state.operator = install_operator(services)
         await services.start()
         _freeze_startup_heap()
         if services.settings.twilio_auth_token is None:
@@ -239,6 +243,7 @@ def create_app(
             WebSocketRoute("/media-stream", media_stream),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            *operator_routes(),
         ],
         lifespan=lifespan,
     )

@@ -120,6 +120,9 @@ class Settings:
     tool_filler_after_ms: int = 3000
     tool_filler_instructions: str | None = None
     preconnect: bool = True
+    operator_token: Secret | None = None
+    recordings_dir: str | None = None
+    recordings_retention_days: int = 30
 
     @property
     def stream_url(self) -> str | None:
@@ -292,6 +295,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         agents_file=read.text("BRIDGE_AGENTS_FILE"),
         overflow=read.choice("BRIDGE_OVERFLOW", ("busy", "fallback"), "busy"),  # type: ignore[arg-type]
         preconnect=read.boolean("BRIDGE_PRECONNECT", True),
+        operator_token=read.secret("BRIDGE_OPERATOR_TOKEN"),
+        recordings_dir=read.text("BRIDGE_RECORDINGS_DIR"),
+        recordings_retention_days=read.integer("BRIDGE_RECORDINGS_RETENTION_DAYS", 30, 0, 36500),
         tool_filler_after_ms=read.integer("TOOL_FILLER_AFTER_MS", 3000, 0, 600_000),
         tool_filler_instructions=read.text("TOOL_FILLER_INSTRUCTIONS"),
         log_level=read.choice("LOG_LEVEL", ("debug", "info", "warning", "error"), "info").upper(),
@@ -321,6 +327,12 @@ def startup_problems(settings: Settings) -> list[str]:
         problems.append(
             "TWILIO_AUTH_TOKEN is required: without it nobody can check that requests come "
             "from Twilio. For local experiments only, set BRIDGE_INSECURE_DEV=1"
+        )
+    token = settings.operator_token
+    if token is not None and len(token.reveal()) < 16:
+        problems.append(
+            "BRIDGE_OPERATOR_TOKEN is too short: use at least 16 random characters "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))')"
         )
     if settings.twilio_api_key and not settings.twilio_api_secret:
         problems.append("TWILIO_API_KEY is set but TWILIO_API_SECRET is not")

@@ -13,12 +13,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from bridge.agents import AgentDirectory, load_agents
-from bridge.config import AgentConfig, Settings
+from bridge.config import VOICES, AgentConfig, Settings
 from bridge.core.actions import (
     Action,
     CallControl,
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from starlette.websockets import WebSocket
     from websockets.asyncio.client import ClientConnection
 
-    from bridge.relay import CallRelay
+    from bridge.relay import CallRelay, TapeSink
     from bridge.store.callstore import CallStore
     from bridge.twilio.calls import CallControl as TwilioCalls
 
@@ -111,6 +112,9 @@ class BridgeServices:
         self._ticker: asyncio.Task[None] | None = None
         self._turn_seq: dict[str, int] = {}
         self._admitted: dict[str, float] = {}
+        #: Per-call observers (the operator console, recordings): each factory gets the
+        #: session and the caller's socket and returns a ``TapeSink`` or None.
+        self.call_sinks: list[Callable[[CallSession, WebSocket], TapeSink | None]] = []
 
     # ------------------------------------------------------------- lifecycle
 
@@ -182,7 +186,12 @@ class BridgeServices:
 
     def session_config(self, agent: AgentConfig | StreamInfo) -> SessionConfig:
         if isinstance(agent, StreamInfo):
-            agent = self.agent_for(agent)
+            info = agent
+            agent = self.agent_for(info)
+            # A caller leg may choose the voice (the softphone's picker does).
+            voice = info.custom_parameters.get("voice")
+            if voice in VOICES and voice != agent.voice:
+                agent = replace(agent, voice=voice)
         registry = self._registry(agent)
         config = SessionConfig(
             agent=agent,
@@ -349,12 +358,17 @@ class BridgeServices:
         """Run one accepted Media Stream to its end."""
         from bridge.relay import CallRelay
 
-        tape = None
+        tape: TapeSink | None = None
         session = self.new_session()
         if self.settings.tapes_dir:
             from bridge.tapes.recorder import open_tape
 
             tape = open_tape(self.settings, session)
+        sinks = [s for s in (make(session, websocket) for make in self.call_sinks) if s]
+        if sinks:
+            from bridge.operator.tap import TeeSink
+
+            tape = TeeSink([tape, *sinks] if tape is not None else sinks)
         relay = CallRelay(
             websocket,
             session,

@@ -108,6 +108,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        2,
+        "call recordings",
+        ("ALTER TABLE calls ADD COLUMN recording_path TEXT",),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
