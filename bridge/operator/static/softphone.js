@@ -104,7 +104,7 @@ function meters() {
   for (const [who, level] of [["caller", caller], ["agent", agent]]) {
     const db = level > 0 ? 20 * Math.log10(level) : -120;
     $(`${who}-meter`).firstElementChild.style.width = `${Math.max(0, Math.min(100, (db + 70) * 100 / 70))}%`;
-    $(`${who}-db`).textContent = level > 0 ? `${db.toFixed(0)} dBFS` : "–";
+    $(`${who}-db`).textContent = db > -100 ? `${db.toFixed(0)} dBFS` : "–";
     const on = db > -45;
     const badge = $(`${who}-badge`);
     badge.classList.toggle("on", on);
