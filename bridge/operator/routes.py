@@ -64,7 +64,7 @@ def _static_dir() -> Any:
 class Operator:
     """The operator side of one bridge process: access, the event bus, the routes."""
 
-    def __init__(self, services: BridgeServices, access: OperatorAccess) -> None:
+    def __init__(self, services: BridgeServices, access: OperatorAccess | None) -> None:
         self.services = services
         self.access = access
         self.bus = EventBus()
@@ -132,8 +132,14 @@ class Operator:
 
     # --------------------------------------------------------------- access
 
+    @property
+    def gate(self) -> OperatorAccess:
+        """The access checks (routes are only reachable when they exist)."""
+        assert self.access is not None
+        return self.access
+
     def session_of(self, conn: HTTPConnection) -> str | None:
-        return self.access.session_id(conn.cookies.get(COOKIE_NAME), time.time())
+        return self.gate.session_id(conn.cookies.get(COOKIE_NAME), time.time())
 
     def _same_origin(self, request: Request) -> bool:
         """A state-changing request must come from our own pages (defence in depth
@@ -156,7 +162,7 @@ class Operator:
                 offered = ""
         else:
             offered = dict(parse_qsl(body)).get("token", "")
-        if not self._same_origin(request) or not self.access.credential_ok(offered):
+        if not self._same_origin(request) or not self.gate.credential_ok(offered):
             log.warning("operator login refused")
             return PlainTextResponse("unauthorized", status_code=401, headers=_NO_STORE)
         response: Response
@@ -169,8 +175,8 @@ class Operator:
             response = RedirectResponse(target, status_code=303)
         response.set_cookie(
             COOKIE_NAME,
-            self.access.new_session(time.time()),
-            max_age=int(self.access.session_ttl_s),
+            self.gate.new_session(time.time()),
+            max_age=int(self.gate.session_ttl_s),
             httponly=True,
             samesite="strict",
             secure=(self.settings.public_url or "").startswith("https://"),
@@ -233,11 +239,11 @@ class Operator:
         call_id = SOFTPHONE_PREFIX + secrets.token_hex(16)
         return JSONResponse(
             {
-                "ticket": self.access.new_ticket(session, call_id, now),
+                "ticket": self.gate.new_ticket(session, call_id, now),
                 "call_id": call_id,
                 # The stream token the bridge checks on ``start``, as Twilio's calls carry it.
                 "parameters": {STREAM_TOKEN_PARAM: self.services.mint_stream_token(call_id)},
-                "expires_in_s": self.access.ticket_ttl_s,
+                "expires_in_s": self.gate.ticket_ttl_s,
             },
             headers=_NO_STORE,
         )
@@ -245,7 +251,7 @@ class Operator:
     async def softphone_ws(self, websocket: WebSocket) -> None:
         services = self.services
         session = self.session_of(websocket)
-        grant = self.access.redeem_ticket(
+        grant = self.gate.redeem_ticket(
             websocket.query_params.get("ticket"), session, time.time()
         )
         if session is None or not grant.ok:
@@ -424,7 +430,7 @@ def operator_routes() -> list[BaseRoute]:
     def http(name: str) -> Any:
         async def handler(request: Request) -> Response:
             operator = getattr(request.app.state, "operator", None)
-            if operator is None:
+            if operator is None or operator.access is None:
                 return PlainTextResponse("not found", status_code=404)
             return await getattr(operator, name)(request)  # type: ignore[no-any-return]
 
@@ -432,7 +438,7 @@ def operator_routes() -> list[BaseRoute]:
 
     async def socket(websocket: WebSocket) -> None:
         operator = getattr(websocket.app.state, "operator", None)
-        if operator is None:
+        if operator is None or operator.access is None:
             await websocket.close(code=1008)
             return
         await operator.softphone_ws(websocket)
@@ -456,8 +462,10 @@ def operator_routes() -> list[BaseRoute]:
 
 
 def install(services: BridgeServices) -> Operator | None:
-    """The operator side for ``services``, or None when no operator credential is set."""
-    token = services.settings.operator_token
-    if not token:
+    """The operator side for ``services``: the console and softphone when an operator
+    credential is set, recordings when a directory is; None when neither is."""
+    settings = services.settings
+    token = settings.operator_token
+    if not token and not settings.recordings_dir:
         return None
-    return Operator(services, OperatorAccess(token))
+    return Operator(services, OperatorAccess(token) if token else None)

@@ -232,7 +232,7 @@ class CallTap:
                 stamp_ms = None
             if stamp_ms is not None:
                 if self._media_t0 is None:  # anchor the leg's clock on the call timeline
-                    self._media_t0 = at - stamp_ms
+                    self._media_t0 = max(0.0, at - stamp_ms)
                 at = self._media_t0 + stamp_ms
         self.recorder.caller_audio(at, audio)
 
