@@ -9,6 +9,7 @@ simulator's caller clips.  The console is open in a second tab throughout.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import wave
 from pathlib import Path
@@ -40,6 +41,8 @@ def _level(levels: list[dict[str, Any]], start: float, end: float, who: str = "a
 def chromium_or_skip() -> None:
     reason = browser.missing()
     if reason:
+        if os.environ.get("BRIDGE_TEST_BROWSER") == "require":  # CI installed it: must run
+            pytest.fail(reason)
         pytest.skip(reason)
 
 
