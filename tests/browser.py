@@ -29,7 +29,7 @@ def missing() -> str | None:
     return None
 
 
-def flags(fake_audio: Path | None) -> list[str]:
+def flags(fake_audio: Path | None, *, allow_microphone: bool = True) -> list[str]:
     args = [
         "--no-sandbox",
         "--disable-gpu",
@@ -39,16 +39,19 @@ def flags(fake_audio: Path | None) -> list[str]:
         "--disable-component-update",
         "--disable-sync",
         "--autoplay-policy=no-user-gesture-required",
-        "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
     ]
+    if allow_microphone:  # without it, nothing grants the permission: getUserMedia fails
+        args.append("--use-fake-ui-for-media-stream")
     if fake_audio is not None:
         args.append(f"--use-file-for-fake-audio-capture={fake_audio}%noloop")
     return args
 
 
 @contextlib.asynccontextmanager
-async def chromium(profile: Path, fake_audio: Path | None = None) -> AsyncIterator[Any]:
+async def chromium(
+    profile: Path, fake_audio: Path | None = None, *, allow_microphone: bool = True
+) -> AsyncIterator[Any]:
     """A fresh browser context (its own ``--user-data-dir``), closed afterwards."""
     from playwright.async_api import async_playwright
 
@@ -57,7 +60,7 @@ async def chromium(profile: Path, fake_audio: Path | None = None) -> AsyncIterat
             str(profile),
             executable_path=CHROMIUM,
             headless=True,
-            args=flags(fake_audio),
+            args=flags(fake_audio, allow_microphone=allow_microphone),
             viewport={"width": 1200, "height": 860},
         )
         try:

@@ -106,6 +106,9 @@ async def test_softphone_call_and_live_console(tmp_path: Path, chromium_or_skip:
             past_row = await console.inner_text(f"#past tr[data-call-id='{live_id}']")
             waveform: dict[str, Any] = await console.evaluate("window.consoleDebug.waveform")
             timeline = await console.inner_text("#detail-timeline")
+            tape = await console.request.get(f"{bridge.base_url}/api/calls/{live_id}/tape")
+            assert tape.ok and live_id in (await tape.body()).split(b"\n", 1)[0].decode()
+            assert await console.is_visible("#tape-link")
             await console.screenshot(path=str(SCREENSHOTS / "console.png"), full_page=True)
         record = await bridge.services.store.get_call(live_id)  # type: ignore[union-attr]
         session = sim.last_connection.effective_session
@@ -158,3 +161,52 @@ async def test_softphone_call_and_live_console(tmp_path: Path, chromium_or_skip:
     assert record is not None and record.recording_path is not None
     with wave.open(record.recording_path) as wav_file:
         assert wav_file.getnchannels() == 2 and wav_file.getframerate() == 8000
+
+
+async def test_softphone_denied_microphone_expired_session_and_reconnect(
+    tmp_path: Path, chromium_or_skip: None
+) -> None:
+    token = secrets.token_urlsafe(24)
+    env = {"OPENAI_API_KEY": "sk-browser-test", "BRIDGE_OPERATOR_TOKEN": token}
+    async with RealtimeSimulator(script=["agent_short"], api_key="sk-browser-test") as sim:
+        async with LocalBridge(sim.url, env=env) as bridge:
+            async with browser.chromium(tmp_path / "denied", allow_microphone=False) as context:
+                page = await context.new_page()
+                await page.goto(f"{bridge.base_url}/login#token={token}")
+                await page.wait_for_url("**/softphone")
+                await page.wait_for_selector("#agent option", state="attached")
+                await page.click("#call")
+                await page.wait_for_selector("#error:not([hidden])", timeout=10_000)
+                assert "denied" in await page.inner_text("#error")
+                assert not bridge.services.active
+
+            async with browser.chromium(tmp_path / "expired") as context:
+                page = await context.new_page()
+                await page.goto(f"{bridge.base_url}/login#token={token}")
+                await page.wait_for_url("**/softphone")
+                await page.wait_for_selector("#agent option", state="attached")
+                await context.clear_cookies()  # the session cookie is gone (as when expired)
+                await page.click("#call")
+                await page.wait_for_selector("#error:not([hidden])", timeout=10_000)
+                assert "session has expired" in await page.inner_text("#error")
+                assert await page.inner_text("#status") == "Signed out"
+
+            # A connection lost mid-call (closed without a normal close): the page gets a
+            # new ticket and calls again; the bridge ends the first call and takes the new one.
+            async with browser.chromium(tmp_path / "lost") as context:
+                page = await context.new_page()
+                await page.goto(f"{bridge.base_url}/login#token={token}")
+                await page.wait_for_url("**/softphone")
+                await page.wait_for_selector("#agent option", state="attached")
+                await page.click("#call")
+                await page.wait_for_function("window.softphone.state === 'In call'")
+                await page.evaluate("window.softphone.socket.close(4000, 'network test')")
+                await page.wait_for_function(
+                    "window.softphone.callIds.length === 2 && window.softphone.state === 'In call'",
+                    timeout=10_000,
+                )
+                ids = await page.evaluate("window.softphone.callIds")
+                assert ids[0] != ids[1]
+                assert [r.call_sid for r in bridge.services.active] == [ids[1]]
+                await page.click("#hangup")
+                await page.wait_for_function("window.softphone.state.startsWith('Call ended')")

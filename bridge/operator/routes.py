@@ -147,7 +147,10 @@ class Operator:
         origin = request.headers.get("origin")
         if origin is None:
             return True
-        return urlsplit(origin).netloc == request.headers.get("host", "")
+        allowed = {request.headers.get("host", "")}
+        if self.settings.public_url:  # behind a proxy that rewrites Host
+            allowed.add(urlsplit(self.settings.public_url).netloc)
+        return urlsplit(origin).netloc in allowed
 
     # ---------------------------------------------------------------- pages
 

@@ -118,13 +118,19 @@ function randomHex(bytes) {
   return Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-async function dial(attempt = 0) {
+// The ticket first: it proves the session is still valid before the microphone opens.
+async function ticket() {
+  const response = await fetch("/softphone/ticket", { method: "POST" });
+  if (response.status === 401) { sessionExpired(); return null; }
+  if (!response.ok) throw new Error(`The bridge refused the call (HTTP ${response.status}).`);
+  return response.json();
+}
+
+async function dial(attempt = 0, granted = null) {
   showError("");
   setStatus(attempt ? `Reconnecting (${attempt}/${RECONNECTS})…` : "Connecting…");
-  const response = await fetch("/softphone/ticket", { method: "POST" });
-  if (response.status === 401) return sessionExpired();
-  if (!response.ok) throw new Error(`The bridge refused the call (HTTP ${response.status}).`);
-  const grant = await response.json();
+  const grant = granted || (await ticket());
+  if (!grant) return;
   const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/softphone/ws?ticket=${encodeURIComponent(grant.ticket)}`;
   call = {
     id: grant.call_id, streamSid: "MZ" + randomHex(16), seq: 0, chunk: 0, received: 0,
@@ -134,6 +140,7 @@ async function dial(attempt = 0) {
   $("call-id").textContent = call.id;
   const socket = new WebSocket(url);
   ws = socket;
+  debug.socket = socket;
   socket.onopen = () => {
     send({ event: "connected", protocol: "Call", version: "1.0.0" });
     send({
@@ -307,8 +314,10 @@ function hangup() {
 $("call").addEventListener("click", async () => {
   $("call").disabled = true;
   try {
+    const grant = await ticket();
+    if (!grant) return;
     await startAudio();
-    await dial();
+    await dial(0, grant);
   } catch (error) {
     fail(error);
   }
