@@ -210,3 +210,37 @@ async def test_softphone_denied_microphone_expired_session_and_reconnect(
                 assert [r.call_sid for r in bridge.services.active] == [ids[1]]
                 await page.click("#hangup")
                 await page.wait_for_function("window.softphone.state.startsWith('Call ended')")
+
+
+async def test_page_mulaw_codec_matches_audioop(tmp_path: Path, chromium_or_skip: None) -> None:
+    """The page's G.711 code (it has no audioop) against Python's, on every code and
+    across the whole 16-bit range."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import audioop
+    token = secrets.token_urlsafe(24)
+    env = {"OPENAI_API_KEY": "sk-browser-test", "BRIDGE_OPERATOR_TOKEN": token}
+    samples = list(range(-32768, 32768, 7)) + [32767]
+    async with RealtimeSimulator(script=["agent_short"], api_key="sk-browser-test") as sim:
+        async with LocalBridge(sim.url, env=env) as bridge:
+            async with browser.chromium(tmp_path / "codec") as context:
+                page = await context.new_page()
+                await page.goto(f"{bridge.base_url}/login#token={token}")
+                await page.wait_for_url("**/softphone")
+                decoded, encoded = await page.evaluate(
+                    """async (samples) => {
+                        const m = await import('/operator/static/mulaw.js');
+                        const codes = Array.from({length: 256}, (_, i) => m.decodeSample(i));
+                        return [codes, samples.map((s) => m.encodeSample(s))];
+                    }""",
+                    samples,
+                )
+    expected = [
+        int.from_bytes(audioop.ulaw2lin(bytes([code]), 2), "little", signed=True)
+        for code in range(256)
+    ]
+    assert decoded == expected
+    pcm = b"".join(s.to_bytes(2, "little", signed=True) for s in samples)
+    assert bytes(encoded) == audioop.lin2ulaw(pcm, 2)

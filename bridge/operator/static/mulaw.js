@@ -1,7 +1,6 @@
 // G.711 mu-law, as Twilio Media Streams carry it (8 kHz, one byte per sample).
 // Written out here (a page has no audioop); tests check it against Python's audioop.
 const BIAS = 0x84;
-const CLIP = 32635;
 
 const DECODE = new Int16Array(256);
 for (let u = 0; u < 256; u++) {
@@ -15,16 +14,20 @@ export function decodeSample(byte) {
   return DECODE[byte];
 }
 
+// Segment ends of the 14-bit magnitude (G.711's eight chords).
+const SEGMENT_END = [0x3f, 0x7f, 0xff, 0x1ff, 0x3ff, 0x7ff, 0xfff, 0x1fff];
+
+// Encoded on the 14-bit scale G.711 defines, rounding exactly as the bridge's own codec
+// (audioop) does, so audio encoded here and there is byte-identical.
 export function encodeSample(pcm) {
-  let sample = Math.max(-32768, Math.min(32767, pcm | 0));
-  const sign = sample < 0 ? 0x80 : 0;
-  if (sign) sample = -sample;
-  if (sample > CLIP) sample = CLIP;
-  sample += BIAS;
-  let exponent = 7;
-  for (let mask = 0x4000; (sample & mask) === 0 && exponent > 0; mask >>= 1) exponent--;
-  const mantissa = (sample >> (exponent + 3)) & 0x0f;
-  return ~(sign | (exponent << 4) | mantissa) & 0xff;
+  let value = Math.max(-32768, Math.min(32767, pcm | 0)) >> 2;
+  let mask = 0xff;
+  if (value < 0) { value = -value; mask = 0x7f; }
+  value = Math.min(value, 8159) + (BIAS >> 2);
+  let segment = 0;
+  while (segment < 8 && value > SEGMENT_END[segment]) segment++;
+  if (segment >= 8) return 0x7f ^ mask;
+  return ((segment << 4) | ((value >> (segment + 1)) & 0x0f)) ^ mask;
 }
 
 /** Float samples in [-1, 1] to mu-law bytes. */
