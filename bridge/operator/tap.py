@@ -20,11 +20,11 @@ parsed only when short (speech boundaries and transcript deltas are; audio is no
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("bridge.operator")
 
 _SMALL_FRAME = 4096
+_PAYLOAD = re.compile(r'"payload"\s*:\s*"([A-Za-z0-9+/=]*)"')
+_TIMESTAMP = re.compile(r'"timestamp"\s*:\s*"([0-9]{1,12})"')
 _TEXT_DELTAS = ("response.output_audio_transcript.delta", "response.audio_transcript.delta")
 _CALLER_DELTAS = ("conversation.item.input_audio_transcription.delta",)
 
@@ -214,26 +216,24 @@ class CallTap:
                           output=output[:500])
 
     def _caller_media(self, now: int, frame: str) -> None:
+        """Caller audio for the recording, pulled out with two regexes: fifty frames a
+        second per call, where ``json.loads`` cost twice as much (the core parses the
+        frame too; the new core hands the tap its ``CallerAudio`` event instead)."""
         assert self.recorder is not None
-        message = json.loads(frame)
-        if message.get("event") != "media":
+        payload = _PAYLOAD.search(frame)
+        if payload is None or '"media"' not in frame[: payload.start()]:
             return
-        media = message.get("media") or {}
         try:
-            audio = base64.b64decode(media.get("payload", ""), validate=True)
+            audio = binascii.a2b_base64(payload.group(1))
         except (binascii.Error, ValueError):
             return
         at = float(self._ms(now)) - len(audio) / 8
-        stamp = media.get("timestamp")
+        stamp = _TIMESTAMP.search(frame)
         if stamp is not None:
-            try:
-                stamp_ms = float(stamp)
-            except ValueError:
-                stamp_ms = None
-            if stamp_ms is not None:
-                if self._media_t0 is None:  # anchor the leg's clock on the call timeline
-                    self._media_t0 = max(0.0, at - stamp_ms)
-                at = self._media_t0 + stamp_ms
+            stamp_ms = float(stamp.group(1))
+            if self._media_t0 is None:  # anchor the leg's clock on the call timeline
+                self._media_t0 = max(0.0, at - stamp_ms)
+            at = self._media_t0 + stamp_ms
         self.recorder.caller_audio(at, audio)
 
     # ------------------------------------------------------------- outputs
@@ -272,7 +272,8 @@ class CallTap:
         event = message.get("event")
         if event == "media":
             if self.recorder is not None:
-                self.recorder.play(self._ms(now), base64.b64decode(message["media"]["payload"]))
+                payload = message["media"]["payload"]
+                self.recorder.play(self._ms(now), binascii.a2b_base64(payload))
         elif event == "mark":
             # The ledger names marks g<generation>.<seq>:<item>:<end_ms>.
             parts = str(message.get("mark", {}).get("name", "")).split(":")

@@ -51,6 +51,10 @@ class PlayoutRecorder:
     def caller_audio(self, at_ms: float, ulaw: bytes) -> None:
         """Caller audio that started at ``at_ms`` on the call timeline."""
         start = max(0, round(at_ms * SAMPLES_PER_MS))
+        caller = self.caller
+        if start == len(caller) and start + len(ulaw) <= MAX_SAMPLES:
+            caller += ulaw  # the usual case: the next frame, right after the last
+            return
         end = min(start + len(ulaw), MAX_SAMPLES)
         if end <= start:
             return
