@@ -365,7 +365,9 @@ class BridgeServices:
 
             tape = open_tape(self.settings, session)
         sinks = [s for s in (make(session, websocket) for make in self.call_sinks) if s]
-        if sinks:
+        if len(sinks) == 1 and tape is None:
+            tape = sinks[0]
+        elif sinks:
             from bridge.operator.tap import TeeSink
 
             tape = TeeSink([tape, *sinks] if tape is not None else sinks)
