@@ -72,6 +72,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """A whole call against local simulators: no accounts, no keys."""
+    if args.browser:
+        from bridge.sim.browser_demo import run_browser_demo
+
+        try:
+            return asyncio.run(run_browser_demo())
+        except KeyboardInterrupt:
+            print("\nstopped")
+            return 0
     from bridge.sim.demo import run_demo
 
     return asyncio.run(
@@ -185,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--audio", choices=("passthrough", "pcm16"), default="passthrough")
     demo.add_argument("--dialect", choices=("ga", "beta"), default="ga")
     demo.add_argument("-v", "--verbose", action="store_true")
+    demo.add_argument(
+        "--browser",
+        action="store_true",
+        help="serve the softphone on 127.0.0.1 with the simulated agent and print its URL",
+    )
     demo.set_defaults(func=cmd_demo)
 
     calls = sub.add_parser(

@@ -26,6 +26,8 @@ from bridge.call.asgi_socket import AsgiCallerSocket
 from bridge.config import ConfigError, Settings, http_url, load_settings, startup_problems
 from bridge.logs import bind_call
 from bridge.metrics import CONTENT_TYPE_LATEST
+from bridge.operator.routes import install as install_operator
+from bridge.operator.routes import operator_routes
 from bridge.services import BridgeServices, agent_directory
 from bridge.twilio.security import SIGNATURE_HEADER, validate_http_request, validate_websocket
 from bridge.twilio.twiml import PARAM_TOKEN, busy_twiml, connect_stream_twiml
@@ -275,6 +277,8 @@ def create_app(
                 _refuse(list(getattr(exc, "problems", None) or [str(exc)]))
         assert services is not None
         app.state.services = services
+        # The softphone and console exist only with BRIDGE_OPERATOR_TOKEN (else 404).
+        app.state.operator = install_operator(services)
         await services.start()
         try:
             stop_metrics = start_metrics_listener(services)
@@ -303,6 +307,7 @@ def create_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/livez", livez, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            *operator_routes(),
         ],
         lifespan=lifespan,
     )

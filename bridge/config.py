@@ -139,6 +139,9 @@ class Settings:
     start_timeout_s: float = 5.0
     filler_audio: str | None = None
     apology_audio: str | None = None
+    operator_token: Secret | None = None
+    recordings_dir: str | None = None
+    recordings_retention_days: int = 30
 
     @property
     def stream_url(self) -> str | None:
@@ -332,6 +335,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         start_timeout_s=read.number("BRIDGE_START_TIMEOUT_S", 5.0, 0.1, 120.0),
         filler_audio=_prompt_file(read, "BRIDGE_FILLER_AUDIO"),
         apology_audio=_prompt_file(read, "BRIDGE_APOLOGY_AUDIO"),
+        operator_token=read.secret("BRIDGE_OPERATOR_TOKEN"),
+        recordings_dir=read.text("BRIDGE_RECORDINGS_DIR"),
+        recordings_retention_days=read.integer("BRIDGE_RECORDINGS_RETENTION_DAYS", 30, 0, 36500),
         tool_filler_after_ms=read.integer("TOOL_FILLER_AFTER_MS", 3000, 0, 600_000),
         tool_filler_instructions=read.text("TOOL_FILLER_INSTRUCTIONS"),
         log_level=read.choice("LOG_LEVEL", ("debug", "info", "warning", "error"), "info").upper(),
@@ -398,6 +404,12 @@ def startup_problems(settings: Settings) -> list[str]:
         problems.append(
             "TWILIO_AUTH_TOKEN is required: without it nobody can check that requests come "
             "from Twilio. For local experiments only, set BRIDGE_INSECURE_DEV=1"
+        )
+    token = settings.operator_token
+    if token is not None and len(token.reveal()) < 16:
+        problems.append(
+            "BRIDGE_OPERATOR_TOKEN is too short: use at least 16 random characters "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))')"
         )
     if settings.twilio_api_key and not settings.twilio_api_secret:
         problems.append("TWILIO_API_KEY is set but TWILIO_API_SECRET is not")

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from bridge.config import AgentConfig, Settings
+from bridge.config import VOICES, AgentConfig, Settings
 from bridge.core.actions import (
     Action,
     AuthoriseStream,
@@ -91,7 +92,12 @@ class ServiceHooks:
 
     def call_config(self, agent: AgentConfig | StreamInfo) -> CallConfig:
         if isinstance(agent, StreamInfo):
-            agent = self.agent_for(agent)
+            info = agent
+            agent = self.agent_for(info)
+            # A caller leg may choose the voice (the softphone's picker does).
+            voice = info.custom_parameters.get("voice")
+            if voice in VOICES and voice != agent.voice:
+                agent = replace(agent, voice=voice)
         settings = self.settings
         config = CallConfig(
             agent=agent,
@@ -104,8 +110,6 @@ class ServiceHooks:
             rest_control=self.calls is not None,
         )
         if settings.tool_filler_instructions:
-            from dataclasses import replace
-
             config = replace(config, tool_filler_instructions=settings.tool_filler_instructions)
         return config
 

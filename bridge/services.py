@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bridge.admission import Admission
@@ -32,7 +33,7 @@ from bridge.twilio.stream_token import LocalClaims, StreamTokens, TokenClaims
 
 if TYPE_CHECKING:
     from bridge.call.leg import CallerProtocol, CallerSocket
-    from bridge.call.relay import CallRelay
+    from bridge.call.relay import CallRelay, TapeSink
     from bridge.store.callstore import CallStore
     from bridge.twilio.calls import TwilioCalls
 
@@ -143,6 +144,9 @@ class BridgeServices:
         self.active: set[CallRelay] = set()
         self.pending = PendingStreams(settings.max_pending_streams)
         self.hooks.pending = self.pending
+        #: Per-call observers (the operator console, recordings): each factory gets the
+        #: call and the caller's socket and returns a ``TapeSink`` or None.
+        self.call_sinks: list[Callable[[Call, CallerProtocol], TapeSink | None]] = []
         self._export_live_gauges()
 
     def _export_live_gauges(self) -> None:
@@ -269,14 +273,20 @@ class BridgeServices:
         from bridge.call.relay import CallRelay
 
         call = self.new_call()
-        tape = None
+        tape: TapeSink | None = None
         if self.settings.tapes_dir:
             from bridge.tapes.recorder import open_tape
 
             tape = open_tape(self.settings, call)
+        leg = leg or TwilioMediaProtocol(self.json_loads)
+        sinks = [s for s in (make(call, leg) for make in self.call_sinks) if s]
+        if sinks:
+            from bridge.operator.tap import TeeSink
+
+            tape = TeeSink([tape, *sinks]) if tape is not None else TeeSink(sinks)
         relay = CallRelay(
             socket,
-            leg or TwilioMediaProtocol(self.json_loads),
+            leg,
             call,
             self.backend,
             self.hooks,

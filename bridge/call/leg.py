@@ -41,6 +41,9 @@ class CallerSocket(Protocol):
 class CallerProtocol(Protocol):
     """A leg's wire protocol: parse what the caller sends, write what the core says."""
 
+    name: str
+    """Which leg this is (``twilio``, ``browser``): for records and the console."""
+
     def parse(self, frame: str | bytes) -> CallerEvent | ProtocolProblem:
         """One frame as an event; garbage becomes a ``ProtocolProblem``, never an exception."""
 

@@ -269,6 +269,9 @@ class CallRelay:
         if isinstance(action, WakeAt):
             self._set_timer(action.at)
             return
+        extra = self.leg.observe(action)
+        if extra is not None and not self._closing:
+            self._to_caller.put(extra)
         if isinstance(action, AuthoriseStream):
             self.info = action.info
             self._spawn(self._authorise(action.info), "authorise")

@@ -517,8 +517,14 @@ class Call:
         return actions + self._settle(now)
 
     def _on_text_delta(self, event: ev.AgentTextDelta, now: int) -> list[Action]:
+        if event.item_id in self.transcript.dropped:
+            return []
         self.transcript.agent_delta(event.item_id, event.delta)
-        return []
+        return [
+            Observed(
+                "agent_text", self.call_ms(now), {"item_id": event.item_id, "delta": event.delta}
+            )
+        ]
 
     def _on_text_done(self, event: ev.AgentTextDone, now: int) -> list[Action]:
         if event.item_id in self.transcript.dropped:
@@ -535,7 +541,11 @@ class Call:
             self.deadlines.set(f"filler:{event.call_id}", now + filler)
         return [
             RunTool(event.call_id, event.name, event.arguments),
-            Observed("tool_call", self.call_ms(now), {"name": event.name}),
+            Observed(
+                "tool_call",
+                self.call_ms(now),
+                {"call_id": event.call_id, "name": event.name, "arguments": event.arguments[:500]},
+            ),
         ]
 
     def _on_response_finished(self, event: ev.ResponseFinished, now: int) -> list[Action]:
@@ -593,7 +603,11 @@ class Call:
         self.deadlines.cancel(f"filler:{event.call_id}")
         actions: list[Action] = [
             AddToolOutput(event.call_id, event.output),
-            Observed("tool_result", self.call_ms(now), {"name": call.name}),
+            Observed(
+                "tool_result",
+                self.call_ms(now),
+                {"call_id": event.call_id, "name": call.name, "output": event.output[:500]},
+            ),
         ]
         control = event.control
         if control is not None and not isinstance(control, ControlRequest):

@@ -41,10 +41,15 @@ class StreamStarted:
 
 @dataclass(frozen=True, slots=True)
 class CallerAudio:
-    """One chunk of caller audio: base64 μ-law 8 kHz, never empty (the parser drops those)."""
+    """One chunk of caller audio: base64 μ-law 8 kHz, never empty (the parser drops those).
+
+    ``timestamp_ms`` is the leg's own clock for the chunk (Twilio's ``media.timestamp``,
+    ms since the stream began) when it has one: recordings place audio by it, since
+    arrival times jitter."""
 
     payload: str
     nbytes: int
+    timestamp_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

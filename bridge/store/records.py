@@ -160,6 +160,7 @@ class CallSummary:
     twilio_duration_s: int | None = None
     turn_count: int = 0
     cost_usd: float = 0.0
+    recording_path: str | None = None
 
     @property
     def duration_s(self) -> float | None:

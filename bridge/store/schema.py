@@ -121,6 +121,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX stream_token_claims_by_expiry ON stream_token_claims (expires_ms)",
         ),
     ),
+    Migration(
+        3,
+        "call recordings",
+        ("ALTER TABLE calls ADD COLUMN recording_path TEXT",),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -102,6 +102,9 @@ def _media(message: dict[str, Any]) -> ev.CallerAudio | ev.ProtocolProblem:
     if nbytes == 0:
         # Forwarding it would be an empty input_audio_buffer.append, which the API rejects.
         raise _Malformed("empty_audio", "'media' message with an empty payload")
+    stamp = media.get("timestamp")
+    if isinstance(stamp, str) and stamp.isdigit() and len(stamp) <= 12:
+        return ev.CallerAudio(payload, nbytes, int(stamp))
     return ev.CallerAudio(payload, nbytes)
 
 
@@ -124,6 +127,8 @@ class TwilioMediaProtocol:
 
     Per stream because outbound messages carry the ``streamSid`` that the
     stream's own ``start`` announced."""
+
+    name = "twilio"
 
     def __init__(self, loads: JsonLoads = json.loads) -> None:
         self.stream_sid = ""
