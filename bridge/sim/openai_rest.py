@@ -247,6 +247,11 @@ class OpenAIRestSimulator:
         content = last.get("content") or ""
         if isinstance(content, list):
             content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        if role == "system" and len(messages) > 1:
+            # one-off instructions (greeting, tool filler): 'say exactly this: "..."'
+            quoted = re.search(r'exactly this[^"]*("(?:[^"\\]|\\.)*")', str(content))
+            if quoted:
+                return str(json.loads(quoted.group(1)))
         for rule in self.rules:
             if rule.role == role and rule.when.lower() in str(content).lower():
                 return rule.reply
