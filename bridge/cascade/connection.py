@@ -79,7 +79,7 @@ from bridge.core.events import (
     ToolCallRequested,
 )
 
-__all__ = ["CascadeConnection"]
+__all__ = ["CascadeConnection", "StageClients"]
 
 log = logging.getLogger("bridge.cascade")
 
@@ -134,16 +134,15 @@ class _Request:
 class CascadeConnection:
     """A :class:`~bridge.call.backend.ModelConnection` for one call (see module docstring)."""
 
-    def __init__(self, settings: CascadeSettings, stt: SttClient | None = None) -> None:
+    def __init__(self, settings: CascadeSettings, stt: SttClient | None = None, *,
+                 clients: StageClients | None = None) -> None:
         self.settings = settings
         self._secrets = [s.reveal() for s in (settings.stt.api_key, settings.llm.api_key,
                                                settings.tts.api_key) if s]
-        self._llm = AsyncOpenAI(api_key=_key(settings.llm.api_key),
-                                base_url=settings.llm.base_url, max_retries=0,
-                                timeout=settings.llm.request_timeout_s)
-        self._tts = AsyncOpenAI(api_key=_key(settings.tts.api_key),
-                                base_url=settings.tts.base_url, max_retries=0,
-                                timeout=settings.tts.request_timeout_s)
+        self._own_clients = clients is None
+        self._clients = clients or StageClients(settings)
+        self._llm = self._clients.llm
+        self._tts = self._clients.tts
         if stt is not None:
             self._stt: SttClient = stt
         elif settings.stt.mode == "rest":
@@ -224,8 +223,8 @@ class CascadeConnection:
         self._closed = True
         await self._stop_response()
         await self._stt.close()
-        await self._llm.close()
-        await self._tts.close()
+        if self._own_clients:
+            await self._clients.close()
         self._events.put_nowait(None)
 
     # -- introspection (tests, console)
@@ -278,8 +277,8 @@ class CascadeConnection:
         await self._stop_response()
         self._events.put_nowait(ModelDisconnected(code=code, detail=f"stt: {detail}"))
         await self._stt.close()
-        await self._llm.close()
-        await self._tts.close()
+        if self._own_clients:
+            await self._clients.close()
 
     # -- session
 
@@ -544,3 +543,25 @@ class CascadeConnection:
 def _key(secret: Any) -> str:
     """The SDK needs some key; local OpenAI-compatible servers often need none."""
     return secret.reveal() if secret else "unused"
+
+
+class StageClients:
+    """The LLM and TTS HTTP clients, shareable by every call of a process.
+
+    Why share: each client keeps a pool of keep-alive connections, so a call's first
+    turn does not pay a TCP (and TLS) handshake to each stage; and the SDK imports
+    its resources lazily, which costs tens of milliseconds the first time, so they
+    are touched here, at start-up, instead of inside a caller's first turn."""
+
+    def __init__(self, settings: CascadeSettings) -> None:
+        self.llm = AsyncOpenAI(api_key=_key(settings.llm.api_key),
+                               base_url=settings.llm.base_url, max_retries=0,
+                               timeout=settings.llm.request_timeout_s)
+        self.tts = AsyncOpenAI(api_key=_key(settings.tts.api_key),
+                               base_url=settings.tts.base_url, max_retries=0,
+                               timeout=settings.tts.request_timeout_s)
+        _ = (self.llm.chat.completions, self.tts.audio.speech.with_streaming_response)
+
+    async def close(self) -> None:
+        await self.llm.close()
+        await self.tts.close()
