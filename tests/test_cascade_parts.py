@@ -133,6 +133,6 @@ def test_cascade_cost_of_a_typical_minute_and_its_realtime_equivalent():
     assert cost.llm == pytest.approx(0.001984)
     assert cost.tts == pytest.approx(0.00777)
     assert cost.total == pytest.approx(0.011254)
-    assert realtime_equivalent(minute) == pytest.approx(0.06584)
+    assert realtime_equivalent(minute) == pytest.approx(0.06784)
     unknown = cascade_cost(minute | {"llm_model": "llama3"})
     assert not unknown.known and unknown.llm == 0
