@@ -401,3 +401,29 @@ async def test_llm_key_rejected_is_an_error_without_the_key(stand_ins):
         assert "sk-bad-llm-key-xyz" not in err.message
     finally:
         await driver.close()
+
+
+async def test_truncating_a_finished_turn_and_reseeded_items_shape_the_next_request(stand_ins):
+    # the usual barge-in: the LLM and TTS finished long ago, Twilio is still playing
+    rest, stt = stand_ins
+    driver = await open_driver(settings_for(rest, stt))
+    try:
+        from bridge.core.actions import AddAgentText, AddUserText
+        driver.send(AddUserText("pressed 1"))
+        driver.send(AddAgentText("You pressed one."))
+        await say(driver, "caller_question")
+        done = await driver.wait_for(ResponseFinished)
+        assert done.status == "completed"
+        item_id = driver.events(AgentAudio)[0].item_id
+        driver.send(TruncateItem(item_id, 0, 0))  # heard nothing: the turn leaves the history
+        driver.send(TruncateItem("item_unknown", 0, 10))
+        err = await driver.wait_for(ModelErrorReported)
+        assert err.code == "item_truncate_invalid_item_id"
+        await say(driver, "caller_interrupt")
+        await driver.wait_for(ResponseFinished, count=2)
+        messages = rest.chat_requests[1].body["messages"]
+        assert [(m["role"], m["content"]) for m in messages[1:]] == [
+            ("user", "pressed 1"), ("assistant", "You pressed one."),
+            ("user", clip_text("caller_question")), ("user", clip_text("caller_interrupt"))]
+    finally:
+        await driver.close()

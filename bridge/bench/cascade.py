@@ -70,14 +70,22 @@ class PipelineResult:
 
 async def measure_pipeline(turns: int = 3, *, stt_ms: float = 150.0,
                            llm_first_token_ms: float = 300.0,
-                           tts_first_audio_ms: float = 150.0) -> PipelineResult:
-    """Run ``turns`` caller questions through one cascade call; time each reply."""
+                           tts_first_audio_ms: float = 150.0,
+                           stt_mode: str = "realtime") -> PipelineResult:
+    """Run ``turns`` caller questions through one cascade call; time each reply.
+
+    ``stt_mode="rest"`` uses the local endpointer and per-utterance transcription, with
+    the same latency set on the transcription endpoint."""
     result = PipelineResult(stt_ms, llm_first_token_ms, tts_first_audio_ms)
     async with OpenAIRestSimulator(chat_first_token_ms=llm_first_token_ms,
-                                   speech_first_byte_ms=tts_first_audio_ms) as rest, \
+                                   speech_first_byte_ms=tts_first_audio_ms,
+                                   transcription_latency_ms=stt_ms) as rest, \
             TranscriptionSimulator(transcription_latency_ms=stt_ms) as stt:
         settings = CascadeSettings(
-            stt=SttSettings(realtime_url=stt.url, base_url=rest.base_url),
+            stt=SttSettings(mode="rest" if stt_mode == "rest" else "realtime",
+                            model="whisper-1" if stt_mode == "rest" else
+                            "gpt-4o-mini-transcribe",
+                            realtime_url=stt.url, base_url=rest.base_url),
             llm=LlmSettings(base_url=rest.base_url),
             tts=TtsSettings(base_url=rest.base_url))
         backend = CascadeBackend(settings)
@@ -123,11 +131,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stt-ms", type=float, default=150.0)
     parser.add_argument("--llm-ms", type=float, default=300.0)
     parser.add_argument("--tts-ms", type=float, default=150.0)
+    parser.add_argument("--stt", choices=("realtime", "rest"), default="realtime")
     parser.add_argument("--json", action="store_true", help="also print the breakdowns")
     args = parser.parse_args(argv)
     result = asyncio.run(measure_pipeline(args.turns, stt_ms=args.stt_ms,
                                           llm_first_token_ms=args.llm_ms,
-                                          tts_first_audio_ms=args.tts_ms))
+                                          tts_first_audio_ms=args.tts_ms,
+                                          stt_mode=args.stt))
     print(result.summary())
     if args.json:
         print(json.dumps(result.breakdowns, indent=2))
