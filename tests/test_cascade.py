@@ -130,8 +130,10 @@ async def test_usage_per_stage_and_latency_breakdown(stand_ins):
                     "first_token_to_first_tts_audio", "first_tts_audio_to_first_audio_out",
                     "speech_stopped_to_first_audio_out"):
             assert isinstance(latency[key], int) and latency[key] >= 0, (key, latency)
-        assert latency["speech_stopped_to_transcript"] >= 25  # the stand-in's 30 ms
-        assert latency["transcript_to_first_token"] >= 15  # 20 ms to the first token
+        # the cascade's own requests wait for the stand-ins' delays (20 ms each); the STT's
+        # share is not bounded below: its events can arrive together on a busy host
+        assert latency["transcript_to_first_token"] >= 15
+        assert latency["first_token_to_first_tts_audio"] >= 15
         parts = sum(latency[k] for k in ("speech_stopped_to_transcript",
                                          "transcript_to_first_token",
                                          "first_token_to_first_tts_audio",

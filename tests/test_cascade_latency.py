@@ -17,11 +17,11 @@ async def test_turn_latency_is_close_to_the_sum_of_stage_latencies(capsys):
         print("\n" + result.summary())
         print(f"breakdown of the last turn: {result.breakdowns[-1]}")
     assert result.stage_sum_ms == 600
-    # never faster than the stages allow (the stand-ins really wait) ...
-    assert min(result.turns_ms) >= result.stage_sum_ms - 15
-    # ... and within ~50 ms of their sum on a quiet host; 150 ms of margin for a busy one
+    # never faster than the stages the cascade waits for itself (its LLM and TTS requests;
+    # the STT's events may reach it together on a busy host, so its share is not bounded) ...
+    assert min(result.turns_ms) >= 450 - 5
+    for breakdown in result.breakdowns:
+        assert breakdown["transcript_to_first_token"] >= 295
+        assert breakdown["first_token_to_first_tts_audio"] >= 145
+    # ... and within ~50 ms of the stage sum on a quiet host; 150 ms of margin for a busy one
     assert result.median_ms <= result.stage_sum_ms + 150, result.summary()
-    last = result.breakdowns[-1]
-    assert last["speech_stopped_to_transcript"] >= 140
-    assert last["transcript_to_first_token"] >= 290
-    assert last["first_token_to_first_tts_audio"] >= 140
