@@ -84,7 +84,7 @@ def cmd_calls(args: argparse.Namespace) -> int:
 
 def cmd_call(args: argparse.Namespace) -> int:
     """Place an outbound call whose answered leg connects to this bridge."""
-    from bridge.twilio.calls import CallControl, CallControlError
+    from bridge.twilio.calls import CallControlError, TwilioCalls
 
     settings = _settings_or_exit()
     if not settings.public_url:
@@ -93,7 +93,7 @@ def cmd_call(args: argparse.Namespace) -> int:
     if not args.from_number:
         _fail(["--from (or TWILIO_PHONE_NUMBER) is required: one of your Twilio numbers"])
     try:
-        control = CallControl.from_settings(settings, base_url=settings.twilio_api_base_url)
+        control = TwilioCalls.from_settings(settings, base_url=settings.twilio_api_base_url)
         sid = asyncio.run(
             control.place_call(
                 args.to,
@@ -111,14 +111,14 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 def cmd_twilio(args: argparse.Namespace) -> int:
     """``twilio configure +1NUMBER``: point the number's voice webhook at this bridge."""
-    from bridge.twilio.calls import CallControl, CallControlError
+    from bridge.twilio.calls import CallControlError, TwilioCalls
 
     settings = _settings_or_exit()
     if not settings.public_url:
         _fail(["PUBLIC_URL is required: the number's webhook will be PUBLIC_URL/twiml"])
     assert settings.public_url is not None
     try:
-        control = CallControl.from_settings(settings, base_url=settings.twilio_api_base_url)
+        control = TwilioCalls.from_settings(settings, base_url=settings.twilio_api_base_url)
         configured = asyncio.run(
             control.configure_number(
                 args.number,

@@ -31,6 +31,7 @@ _AGENT_KEYS = (
     "turn_detection",
     "tools",
     "transcription_model",
+    "dtmf_length",
 )
 _TURN_KEYS = (
     "type",
@@ -77,13 +78,6 @@ class AgentDirectory:
         """The agent for the called number (Twilio's ``To``); the default when unrouted."""
         name = self.routes.get(_normalize_number(to)) if to else None
         return self.agents[name or self.default]
-
-    def by_name(self, name: str) -> AgentConfig:
-        """The agent called ``name``; KeyError naming the known agents otherwise."""
-        try:
-            return self.agents[name]
-        except KeyError:
-            raise KeyError(f"no agent named {name!r}; known agents: {self.names()}") from None
 
     def names(self) -> list[str]:
         return list(self.agents)
@@ -300,6 +294,12 @@ class _Loader:
                 changes["transcription_model"] = (
                     None if value.strip() in ("", "none") else value.strip()
                 )
+        if "dtmf_length" in table:
+            length = table["dtmf_length"]
+            if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= 64:
+                self.problem(f"{prefix}.dtmf_length", "must be a whole number from 1 to 64")
+            else:
+                changes["dtmf_length"] = length
         if "tools" in table:
             tools = self.tools(f"{prefix}.tools", table["tools"])
             if tools is not None:

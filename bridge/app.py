@@ -21,10 +21,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from bridge.call.asgi_socket import AsgiCallerSocket
 from bridge.config import ConfigError, Settings, http_url, load_settings, startup_problems
-from bridge.services import STREAM_TOKEN_PARAM, BridgeServices, agent_directory
+from bridge.services import BridgeServices, agent_directory
 from bridge.twilio.security import SIGNATURE_HEADER, validate_http_request, validate_websocket
-from bridge.twilio.twiml import busy_twiml, connect_stream_twiml
+from bridge.twilio.twiml import PARAM_TOKEN, busy_twiml, connect_stream_twiml
 
 log = logging.getLogger("bridge")
 
@@ -83,7 +84,7 @@ async def twiml(request: Request) -> Response:
     parameters = {k: form[k] for k in ("From", "To", "CallSid") if form.get(k)}
     if call_sid:
         services.admit(call_sid)
-        parameters[STREAM_TOKEN_PARAM] = services.mint_stream_token(call_sid)
+        parameters[PARAM_TOKEN] = services.mint_stream_token(call_sid)
         if settings.preconnect:
             services.connector.preconnect(call_sid)
     assert settings.stream_url is not None and settings.public_url is not None
@@ -148,7 +149,7 @@ async def media_stream(websocket: WebSocket) -> None:
         await websocket.close(code=1013)
         return
     await websocket.accept()
-    await services.serve_stream(websocket)
+    await services.serve_stream(AsgiCallerSocket(websocket))
 
 
 async def healthz(request: Request) -> Response:
@@ -180,9 +181,9 @@ def build_services(settings: Settings) -> BridgeServices:
     if settings.twilio_account_sid and (
         settings.twilio_auth_token or (settings.twilio_api_key and settings.twilio_api_secret)
     ):
-        from bridge.twilio.calls import CallControl
+        from bridge.twilio.calls import TwilioCalls
 
-        calls = CallControl.from_settings(settings, base_url=settings.twilio_api_base_url)
+        calls = TwilioCalls.from_settings(settings, base_url=settings.twilio_api_base_url)
     return BridgeServices(
         settings,
         agents=agents,

@@ -88,6 +88,9 @@ class AgentConfig:
     turn_detection: TurnDetection = field(default_factory=TurnDetection)
     transcription_model: str | None = "gpt-4o-transcribe"
     tools: tuple[str, ...] = ()
+    dtmf_length: int | None = None
+    """Digits in a complete keypad entry (an account number...): the agent answers then,
+    without waiting for ``#`` or a pause."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,7 @@ class Settings:
     agents_file: str | None = None
     log_level: str = "INFO"
     overflow: Literal["busy", "fallback"] = "busy"
+    json_codec: Literal["stdlib", "orjson"] = "stdlib"
     tool_filler_after_ms: int = 3000
     tool_filler_instructions: str | None = None
     preconnect: bool = True
@@ -291,6 +295,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         tapes_gzip=read.boolean("BRIDGE_TAPES_GZIP", False),
         agents_file=read.text("BRIDGE_AGENTS_FILE"),
         overflow=read.choice("BRIDGE_OVERFLOW", ("busy", "fallback"), "busy"),  # type: ignore[arg-type]
+        json_codec=read.choice("BRIDGE_JSON_CODEC", ("stdlib", "orjson"), "stdlib"),  # type: ignore[arg-type]
         preconnect=read.boolean("BRIDGE_PRECONNECT", True),
         tool_filler_after_ms=read.integer("TOOL_FILLER_AFTER_MS", 3000, 0, 600_000),
         tool_filler_instructions=read.text("TOOL_FILLER_INSTRUCTIONS"),

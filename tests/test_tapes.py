@@ -113,7 +113,7 @@ def test_update_rewrites_the_expected_side(
         assert bridge_main(["replay", "--update", str(copy)]) == 0
         assert_replays(copy)  # the "new behaviour" is now the expectation
     assert not replay(copy).ok  # and the real core differs from it again
-    assert load_tape(copy).records[0]["kind"] == "connected"
+    assert load_tape(copy).records[0]["kind"] == "leg_opened"
 
 
 def test_tools_are_rerun_and_compared() -> None:

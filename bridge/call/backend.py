@@ -35,14 +35,19 @@ class ModelConnection(Protocol):
     """One open connection to a model backend, for one call."""
 
     def send(self, action: ToModel) -> bool:
-        """Write ``action`` now if the transport takes it; False means "await ``drain()``
-        before sending more".  Never raises: a broken connection ends ``events()``."""
+        """Send ``action``, in order after every earlier one (queued if the transport is
+        busy).  False means the queue is above its high-water mark: the driver should
+        ``await drain()`` before feeding more caller audio.  Never raises: a broken
+        connection ends ``events()``."""
 
     async def drain(self) -> None:
         """Wait until the transport accepts writes again (or has closed)."""
 
     def events(self) -> AsyncIterator[ModelEvent | ProtocolProblem]:
-        """What the backend says, in order; ends after a final ``ModelDisconnected``."""
+        """What the backend says, in order; ends after a final ``ModelDisconnected``.
+
+        A wire backend sets ``last_frame`` to the frame each event was parsed from, so
+        tapes can keep the frame itself; in-process backends leave it None."""
 
     async def close(self) -> None:
         """Close at once; idempotent.  ``events()`` then ends without a ``ModelDisconnected``."""

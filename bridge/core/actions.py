@@ -150,7 +150,9 @@ class ControlCall:
 
 @dataclass(frozen=True, slots=True)
 class TranscriptLine:
-    """One settled turn: what the caller said, or what the caller *heard* the agent say."""
+    """One settled turn: what the caller said, or what the caller *heard* the agent say.
+
+    ``seq`` numbers the call's lines from 1, in the order they settled."""
 
     speaker: Literal["caller", "agent", "system"]
     text: str
@@ -158,6 +160,7 @@ class TranscriptLine:
     end_ms: int
     interrupted: bool = False
     item_id: str | None = None
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,50 +214,6 @@ class EndCall:
     detail: str = ""
 
 
-# ----------------------------------------------- legacy (being removed)
-
-
-@dataclass(frozen=True, slots=True)
-class SendTwilio:
-    """Send this message to Twilio (JSON text frame).
-
-    ``wire`` is the frame already serialised, for the per-frame audio messages whose
-    JSON the core can write more cheaply than a generic encoder; drivers send it as is.
-    """
-
-    message: dict[str, Any]
-    wire: str | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class SendModel:
-    """Send this client event to the Realtime server (JSON text frame); see ``SendTwilio.wire``."""
-
-    event: dict[str, Any]
-    wire: str | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class StreamStarted:
-    """Twilio's ``start`` arrived.  The driver must authorise it (stream token) and
-    then call ``accept_stream`` or ``end``: no model connection is made before."""
-
-    info: StreamInfo
-
-
-@dataclass(frozen=True, slots=True)
-class CallControl:
-    """End or redirect the phone call through Twilio's REST API.
-
-    Emitted only once the agent's last words have actually played (their last
-    mark echoed), so the caller never loses the end of a sentence."""
-
-    kind: Literal["hang_up", "transfer"]
-    call_sid: str
-    target: str | None = None
-    reason: str = ""
-
-
 ToCaller = PlayAudio | PlayMark | ClearPlayback
 ToModel = (
     ConfigureSession
@@ -278,10 +237,6 @@ ForDriver = (
     | Observed
     | WakeAt
     | EndCall
-    | SendTwilio
-    | SendModel
-    | StreamStarted
-    | CallControl
 )
 Action = ToCaller | ToModel | ForDriver
 

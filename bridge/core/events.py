@@ -28,6 +28,11 @@ from bridge.core.stream import StreamInfo
 
 
 @dataclass(frozen=True, slots=True)
+class LegOpened:
+    """The caller's socket was accepted: its stream must start soon (``start_timeout_ms``)."""
+
+
+@dataclass(frozen=True, slots=True)
 class StreamStarted:
     """The caller leg's stream began (Twilio ``start``): who is calling, with what."""
 
@@ -101,10 +106,15 @@ class ModelDisconnected:
 
 @dataclass(frozen=True, slots=True)
 class SessionConfigured:
-    """The backend confirmed the session, with the audio formats it will use."""
+    """The backend confirmed the session, with the audio formats it will use.
+
+    ``mismatch`` is set by the backend when what it confirmed is not what the call
+    needs (it knows what it asked for); the core then ends the call rather than
+    play noise."""
 
     input_format: Any = None
     output_format: Any = None
+    mismatch: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +271,8 @@ class ProtocolProblem:
 
 
 CallerEvent = (
-    StreamStarted
+    LegOpened
+    | StreamStarted
     | CallerAudio
     | MarkPlayed
     | DigitPressed

@@ -1,0 +1,202 @@
+"""What the running service does for a call when its core asks: the relay's hooks.
+
+Authorising the stream (its single-use token), choosing the agent, running
+tools, calling the phone network, and keeping records and metrics.  These are
+effects, not rules: the rules that decide *when* each happens live in
+``bridge.core``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from bridge.config import AgentConfig, Settings
+from bridge.core.actions import (
+    Action,
+    AuthoriseStream,
+    ControlCall,
+    EndCall,
+    RunTool,
+    TranscriptLine,
+    Usage,
+)
+from bridge.core.config import CallConfig, ControlRequest
+from bridge.core.stream import StreamInfo
+from bridge.tools import ToolContext, ToolRegistry
+from bridge.tools.builtins import build_registry
+from bridge.twilio.twiml import PARAM_TOKEN
+
+if TYPE_CHECKING:
+    from bridge.admission import Admission
+    from bridge.agents import AgentDirectory
+    from bridge.call.relay import CallRelay
+    from bridge.metrics import Metrics
+    from bridge.store.callstore import CallStore
+    from bridge.twilio.calls import TwilioCalls
+    from bridge.twilio.stream_token import StreamTokens
+
+log = logging.getLogger("bridge")
+
+
+class ServiceHooks:
+    """The relay's ``CallHooks``, backed by the process's shared collaborators."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        agents: AgentDirectory,
+        tokens: StreamTokens,
+        admission: Admission,
+        metrics: Metrics,
+        store: CallStore | None,
+        calls: TwilioCalls | None,
+    ) -> None:
+        self.settings = settings
+        self.agents = agents
+        self.tokens = tokens
+        self.admission = admission
+        self.metrics = metrics
+        self.store = store
+        self.calls = calls
+        self._registries: dict[str, ToolRegistry] = {
+            name: build_registry(agent.tools) for name, agent in agents.agents.items()
+        }
+
+    # ------------------------------------------------------------ the agent
+
+    def agent_for(self, info: StreamInfo) -> AgentConfig:
+        params = info.custom_parameters
+        name = params.get("agent")
+        if name and name in self.agents.agents:
+            return self.agents.agents[name]
+        return self.agents.for_number(params.get("To"))
+
+    def registry(self, agent: AgentConfig) -> ToolRegistry:
+        """The agent's tools, built once per profile at start-up."""
+        registry = self._registries.get(agent.name)
+        if registry is None:
+            registry = self._registries[agent.name] = build_registry(agent.tools)
+        return registry
+
+    def call_config(self, agent: AgentConfig | StreamInfo) -> CallConfig:
+        if isinstance(agent, StreamInfo):
+            agent = self.agent_for(agent)
+        settings = self.settings
+        config = CallConfig(
+            agent=agent,
+            audio_mode=settings.audio_mode,
+            model=settings.realtime_model,
+            tools=tuple(self.registry(agent).definitions()),
+            max_call_ms=settings.max_call_seconds * 1000,
+            tool_filler_after_ms=settings.tool_filler_after_ms or None,
+            rest_control=self.calls is not None,
+        )
+        if settings.tool_filler_instructions:
+            from dataclasses import replace
+
+            config = replace(config, tool_filler_instructions=settings.tool_filler_instructions)
+        return config
+
+    # ------------------------------------------------------------- CallHooks
+
+    async def authorise(self, info: StreamInfo) -> str | None:
+        if self.settings.insecure_dev and not self.settings.twilio_auth_token:
+            log.warning(
+                "call %s: BRIDGE_INSECURE_DEV=1 - stream accepted without verification",
+                info.call_sid,
+            )
+            return None
+        check = self.tokens.verify(
+            info.custom_parameters.get(PARAM_TOKEN), info.call_sid, time.time()
+        )
+        if check.ok:
+            return None
+        self.metrics.calls_rejected[f"stream_token_{check.reason}"] += 1
+        return f"stream token {check.reason}"
+
+    async def run_tool(
+        self, info: StreamInfo, config: CallConfig, action: RunTool
+    ) -> tuple[str, ControlRequest | None]:
+        params = info.custom_parameters
+        context = ToolContext(
+            call_sid=info.call_sid,
+            stream_sid=info.stream_sid,
+            from_number=params.get("From"),
+            to_number=params.get("To"),
+            agent_name=config.agent.name,
+            custom_parameters={k: v for k, v in params.items() if k != PARAM_TOKEN},
+            transfer_numbers=self.settings.transfer_numbers,
+            transfer_labels=self.agents.transfer_labels,
+        )
+        outcome = await self.registry(config.agent).run(action.name, action.arguments, context)
+        self.metrics.tools["ok" if outcome.ok else "error"] += 1
+        if not outcome.ok:
+            log.info("call %s: tool %s failed: %s", info.call_sid, action.name, outcome.error)
+        control = outcome.control
+        if control is None:
+            return outcome.output, None
+        return outcome.output, ControlRequest(
+            control.kind, control.target, control.digits, control.reason
+        )
+
+    async def control_call(self, action: ControlCall) -> None:
+        calls = self.calls
+        if calls is None:  # the core only asks when REST control is configured
+            raise RuntimeError("Twilio REST call control is not configured")
+        if action.kind == "hang_up":
+            await calls.hang_up(action.call_sid)
+        else:
+            assert action.target is not None
+            await calls.transfer(action.call_sid, action.target)
+
+    def call_event(self, relay: CallRelay, action: Action) -> None:
+        store = self.store
+        if isinstance(action, AuthoriseStream):
+            info = action.info
+            self.admission.started(info.call_sid)
+            params = info.custom_parameters
+            agent = self.agent_for(info)
+            log.info(
+                "call %s started (stream %s, agent %s)", info.call_sid, info.stream_sid, agent.name
+            )
+            if store is not None:
+                store.record_call_started(
+                    info.call_sid,
+                    stream_sid=info.stream_sid,
+                    from_number=params.get("From"),
+                    to_number=params.get("To"),
+                    agent=agent.name,
+                    audio_mode=self.settings.audio_mode,
+                    dialect=self.settings.dialect,
+                    started_at=datetime.now(UTC),
+                )
+            return
+        stream = relay.info
+        if stream is None or store is None:
+            return
+        info = stream
+        if isinstance(action, TranscriptLine):
+            store.record_turn(
+                info.call_sid,
+                action.seq,
+                action.speaker,
+                action.text,
+                start_ms=action.start_ms,
+                end_ms=action.end_ms,
+                interrupted=action.interrupted,
+            )
+        elif isinstance(action, Usage):
+            store.record_usage(
+                info.call_sid,
+                action.response_id,
+                action.usage,
+                audio_in_s=action.audio_in_ms / 1000,
+                audio_out_s=action.audio_out_ms / 1000,
+                status=action.status,
+            )
+        elif isinstance(action, EndCall):
+            store.record_call_ended(info.call_sid, action.reason)
+
