@@ -429,3 +429,21 @@ async def test_truncating_a_finished_turn_and_reseeded_items_shape_the_next_requ
             ("user", clip_text("caller_question")), ("user", clip_text("caller_interrupt"))]
     finally:
         await driver.close()
+
+
+async def test_pcm16_calls_are_refused_through_the_session_mismatch(stand_ins):
+    rest, stt = stand_ins
+    from bridge.cascade.connection import CascadeConnection
+    from bridge.config import AgentConfig
+    from bridge.core.actions import ConfigureSession
+    conn = CascadeConnection(settings_for(rest, stt))
+    await conn.open()
+    driver = Driver(conn)
+    driver.start()
+    try:
+        driver.send(ConfigureSession(agent=AgentConfig(), audio_mode="pcm16", model="cascade"))
+        configured = await driver.wait_for(SessionConfigured)
+        assert configured.mismatch and "passthrough" in configured.mismatch
+        assert conn.last_frame is None
+    finally:
+        await driver.close()

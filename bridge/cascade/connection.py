@@ -150,6 +150,9 @@ class CascadeConnection:
         else:
             self._stt = RealtimeStt(settings.stt, self)
         self._events: asyncio.Queue[ModelEvent | ProtocolProblem | None] = asyncio.Queue()
+        #: no wire frames to keep in tapes: the events are made here, not parsed
+        self.last_frame: str | bytes | None = None
+        self._audio_mode = "passthrough"
         self._instructions = ""
         self._voice = settings.tts.voice or "marin"
         self._tools: list[dict[str, Any]] = []
@@ -237,7 +240,12 @@ class CascadeConnection:
     # -- STT listener
 
     def stt_configured(self) -> None:
-        self._emit(SessionConfigured(input_format=_PCMU, output_format=_PCMU))
+        mismatch = None
+        if self._audio_mode != "passthrough":
+            mismatch = (f"the cascade backend speaks audio/pcmu only, the call needs "
+                        f"audio_mode={self._audio_mode!r}: use BRIDGE_AUDIO=passthrough")
+        self._emit(SessionConfigured(input_format=_PCMU, output_format=_PCMU,
+                                     mismatch=mismatch))
 
     def stt_speech_started(self, item_id: str, audio_start_ms: int) -> None:
         self._emit(SpeechStarted(item_id=item_id, audio_start_ms=audio_start_ms))
@@ -296,11 +304,7 @@ class CascadeConnection:
                                    prefix_padding_ms=td.prefix_padding_ms)
             if isinstance(self._stt, RealtimeStt | RestStt):
                 self._stt.settings = stt_settings
-        if action.audio_mode != "passthrough":
-            self._emit(ModelErrorReported(
-                "unsupported_audio_mode",
-                f"the cascade backend speaks mu-law only (audio_mode={action.audio_mode!r}); "
-                "use BRIDGE_AUDIO=passthrough"))
+        self._audio_mode = action.audio_mode
         self._stt.configure()
 
     def _stt_settings(self) -> Any:
