@@ -29,6 +29,13 @@ async def test_rest_stand_in_checks_the_key_and_speaks_the_sdk_wire_format():
                 model="m", stream=True, messages=[{"role": "user", "content": "opening hours?"}]):
             text += "".join(c.delta.content or "" for c in chunk.choices)
         assert text == clip_text("agent_reply")
+        text = ""
+        async for chunk in await client.chat.completions.create(
+                model="m", stream=True, messages=[
+                    {"role": "user", "content": "bye"},
+                    {"role": "system", "content": "Say a brief goodbye to the caller now."}]):
+            text += "".join(c.delta.content or "" for c in chunk.choices)
+        assert text == clip_text("agent_goodbye")  # the core's goodbye instructions
         async with client.audio.speech.with_streaming_response.create(
                 model="tts-1", voice="alloy", input="Of course.", response_format="pcm") as r:
             pcm = b"".join([b async for b in r.iter_bytes()])

@@ -83,6 +83,7 @@ DEFAULT_RULES: tuple[ChatRule, ...] = (
     ChatRule("opening hours", clip_text("agent_reply")),
     ChatRule("bye", {"tool_call": {"name": "hang_up", "arguments": {"reason": "caller said bye"}}}),
     ChatRule("", clip_text("agent_goodbye"), role="tool"),
+    ChatRule("goodbye", clip_text("agent_goodbye"), role="system"),
     ChatRule("", clip_text("agent_short")),
 )
 
