@@ -36,6 +36,12 @@ class Admission:
         """The call's stream started: its place is now a live call's."""
         self._admitted.pop(call_sid, None)
 
+    def admitted_now(self) -> int:
+        """Places held by the webhook right now, without evicting (safe off the loop:
+        the metrics scrape reads it from another thread)."""
+        now = self._clock()
+        return sum(1 for until in list(self._admitted.values()) if until >= now)
+
     def _admitted_count(self) -> int:
         now = self._clock()
         for sid in [s for s, until in self._admitted.items() if until < now]:

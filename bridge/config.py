@@ -124,10 +124,23 @@ class Settings:
     tool_filler_after_ms: int = 3000
     tool_filler_instructions: str | None = None
     preconnect: bool = True
+    #: This replica's own Media Streams URL (a fleet routes it to this replica, so the
+    #: stream reaches the socket the webhook pre-opened); default: PUBLIC_URL's.
+    replica_stream_url: str | None = None
+    metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"
+    metrics_token: Secret | None = None
+    log_format: Literal["text", "json"] = "text"
+    allow_http: bool = False
+    #: When the shared replay ledger (the database) cannot answer: ``refuse`` the stream
+    #: (single use holds fleet-wide) or accept on this replica's memory (``local``).
+    replay_outage: Literal["refuse", "local"] = "refuse"
 
     @property
     def stream_url(self) -> str | None:
         """The ``wss://`` Media Streams URL Twilio connects to, derived from PUBLIC_URL."""
+        if self.replica_stream_url:
+            return self.replica_stream_url
         if not self.public_url:
             return None
         return websocket_url(self.public_url, "/media-stream")
@@ -300,10 +313,47 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         tool_filler_after_ms=read.integer("TOOL_FILLER_AFTER_MS", 3000, 0, 600_000),
         tool_filler_instructions=read.text("TOOL_FILLER_INSTRUCTIONS"),
         log_level=read.choice("LOG_LEVEL", ("debug", "info", "warning", "error"), "info").upper(),
+        replica_stream_url=read.url("BRIDGE_REPLICA_STREAM_URL", None, ("wss", "ws")),
+        metrics_port=_optional_port(read, "BRIDGE_METRICS_PORT"),
+        metrics_host=read.text("BRIDGE_METRICS_HOST", "0.0.0.0") or "0.0.0.0",
+        metrics_token=read.secret("BRIDGE_METRICS_TOKEN"),
+        log_format=read.choice("LOG_FORMAT", ("text", "json"), "text"),  # type: ignore[arg-type]
+        allow_http=read.boolean("BRIDGE_ALLOW_HTTP", False),
+        replay_outage=read.choice("BRIDGE_REPLAY_OUTAGE", ("refuse", "local"), "refuse"),  # type: ignore[arg-type]
     )
     if read.problems:
         raise ConfigError(read.problems)
     return settings
+
+
+def _optional_port(read: _Reader, name: str) -> int | None:
+    if read.text(name) is None:
+        return None
+    return read.integer(name, 0, 1, 65535) or None
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def plain_http_problems(settings: Settings) -> list[str]:
+    """``http://`` gives a ``ws://`` stream URL, which Twilio will not connect to.
+
+    Loopback hosts are fine (local tests and the demo, which Twilio never reaches), and
+    ``BRIDGE_ALLOW_HTTP=1`` says so explicitly for a private test fleet behind a proxy."""
+    problems = []
+    for name, url, secure in (
+        ("PUBLIC_URL", settings.public_url, "https"),
+        ("BRIDGE_REPLICA_STREAM_URL", settings.replica_stream_url, "wss"),
+    ):
+        if not url or settings.allow_http:
+            continue
+        parts = urlsplit(url)
+        if parts.scheme != secure and (parts.hostname or "") not in LOOPBACK_HOSTS:
+            problems.append(
+                f"{name} must start with {secure}:// - Twilio only connects Media Streams "
+                f"over wss:// (set BRIDGE_ALLOW_HTTP=1 for a private test setup)"
+            )
+    return problems
 
 
 def require_for_serving(settings: Settings) -> list[str]:
@@ -329,4 +379,5 @@ def startup_problems(settings: Settings) -> list[str]:
         )
     if settings.twilio_api_key and not settings.twilio_api_secret:
         problems.append("TWILIO_API_KEY is set but TWILIO_API_SECRET is not")
+    problems += plain_http_problems(settings)
     return problems

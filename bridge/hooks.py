@@ -19,12 +19,15 @@ from bridge.core.actions import (
     AuthoriseStream,
     ControlCall,
     EndCall,
+    Notice,
+    Observed,
     RunTool,
     TranscriptLine,
     Usage,
 )
 from bridge.core.config import CallConfig, ControlRequest
 from bridge.core.stream import StreamInfo
+from bridge.logs import bind_call
 from bridge.tools import ToolContext, ToolRegistry
 from bridge.tools.builtins import build_registry
 from bridge.twilio.twiml import PARAM_TOKEN
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     from bridge.metrics import Metrics
     from bridge.store.callstore import CallStore
     from bridge.twilio.calls import TwilioCalls
-    from bridge.twilio.stream_token import StreamTokens
+    from bridge.twilio.stream_token import StreamTokens, TokenClaims
 
 log = logging.getLogger("bridge")
 
@@ -49,6 +52,7 @@ class ServiceHooks:
         settings: Settings,
         agents: AgentDirectory,
         tokens: StreamTokens,
+        claims: TokenClaims,
         admission: Admission,
         metrics: Metrics,
         store: CallStore | None,
@@ -57,6 +61,7 @@ class ServiceHooks:
         self.settings = settings
         self.agents = agents
         self.tokens = tokens
+        self.claims = claims
         self.admission = admission
         self.metrics = metrics
         self.store = store
@@ -109,12 +114,18 @@ class ServiceHooks:
                 info.call_sid,
             )
             return None
-        check = self.tokens.verify(
-            info.custom_parameters.get(PARAM_TOKEN), info.call_sid, time.time()
+        started = time.perf_counter()
+        check = await self.tokens.redeem(
+            info.custom_parameters.get(PARAM_TOKEN),
+            info.call_sid,
+            time.time(),
+            self.claims,
+            local_on_outage=self.settings.replay_outage == "local",
         )
+        self.metrics.token_check_seconds.observe(time.perf_counter() - started)
         if check.ok:
             return None
-        self.metrics.calls_rejected[f"stream_token_{check.reason}"] += 1
+        self.metrics.reject(f"stream_token_{check.reason}".replace(" ", "_"))
         return f"stream token {check.reason}"
 
     async def run_tool(
@@ -132,7 +143,7 @@ class ServiceHooks:
             transfer_labels=self.agents.transfer_labels,
         )
         outcome = await self.registry(config.agent).run(action.name, action.arguments, context)
-        self.metrics.tools["ok" if outcome.ok else "error"] += 1
+        self.metrics.tools.labels("ok" if outcome.ok else "error").inc()
         if not outcome.ok:
             log.info("call %s: tool %s failed: %s", info.call_sid, action.name, outcome.error)
         control = outcome.control
@@ -154,9 +165,18 @@ class ServiceHooks:
 
     def call_event(self, relay: CallRelay, action: Action) -> None:
         store = self.store
+        if isinstance(action, Observed):
+            if action.kind == "turn_latency":
+                self.metrics.turn_latency_seconds.observe(action.data["ms"] / 1000)
+            return
+        if isinstance(action, Notice):
+            if action.code.startswith("model_error:"):
+                self.metrics.model_errors.labels(action.code.partition(":")[2][:64]).inc()
+            return
         if isinstance(action, AuthoriseStream):
             info = action.info
             self.admission.started(info.call_sid)
+            bind_call(info.call_sid, info.stream_sid)
             params = info.custom_parameters
             agent = self.agent_for(info)
             log.info(

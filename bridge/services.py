@@ -15,16 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.admission import Admission
 from bridge.agents import AgentDirectory, load_agents
+from bridge.call.backend import ModelBackend, ModelConnection
 from bridge.config import AgentConfig, Settings
 from bridge.core.call import Call
+from bridge.core.stream import StreamInfo
 from bridge.hooks import ServiceHooks
 from bridge.jsoncodec import json_loads
+from bridge.logs import call_log_context
 from bridge.metrics import Metrics
 from bridge.realtime.backend import RealtimeBackend
 from bridge.realtime.connection import ModelConnector, ModelEndpoint
 from bridge.realtime.dialects import DialectSpec, dialect_for
 from bridge.twilio.media import TwilioMediaProtocol
-from bridge.twilio.stream_token import StreamTokens
+from bridge.twilio.stream_token import LocalClaims, StreamTokens, TokenClaims
 
 if TYPE_CHECKING:
     from bridge.call.leg import CallerProtocol, CallerSocket
@@ -53,6 +56,42 @@ def agent_directory(settings: Settings) -> AgentDirectory:
     return AgentDirectory.single(base)
 
 
+def tokens_ledger(store: CallStore | None) -> TokenClaims:
+    """Where used stream tokens are remembered: the store's database, else this process."""
+    if store is None:
+        return LocalClaims()
+    from bridge.store.claims import StoreClaims
+
+    return StoreClaims(store.backend)
+
+
+class MeteredBackend:
+    """A model backend whose connects are measured: time, pre-connect hits, reconnects."""
+
+    def __init__(self, backend: ModelBackend, connector: ModelConnector, metrics: Metrics):
+        self.backend = backend
+        self.connector = connector
+        self.metrics = metrics
+        self._connected: set[str] = set()  # calls that have had a model connection
+
+    async def connect(self, info: StreamInfo) -> ModelConnection:
+        metrics = self.metrics
+        started = time.perf_counter()
+        if info.call_sid in self._connected:
+            metrics.model_reconnects.inc()
+        else:
+            hit = self.connector.is_warm(info.call_sid)
+            metrics.preconnect.labels("hit" if hit else "miss").inc()
+        connection = await self.backend.connect(info)
+        metrics.model_connect_seconds.observe(time.perf_counter() - started)
+        metrics.model_connects.inc()
+        self._connected.add(info.call_sid)
+        return connection
+
+    def forget(self, call_sid: str) -> None:
+        self._connected.discard(call_sid)
+
+
 class BridgeServices:
     """Shared state and collaborators of one bridge process."""
 
@@ -68,6 +107,9 @@ class BridgeServices:
         self.dialect: DialectSpec = dialect_for(settings.dialect, settings.realtime_url)
         self.agents = agents if agents is not None else agent_directory(settings)
         self.tokens = StreamTokens.from_auth_token(settings.twilio_auth_token)
+        # Replay memory: the shared store when there is one (a fleet shares its database),
+        # else this process's memory.
+        self.claims: TokenClaims = tokens_ledger(store)
         self.connector = ModelConnector(
             ModelEndpoint(
                 url=settings.realtime_url,
@@ -77,17 +119,67 @@ class BridgeServices:
             )
         )
         self.json_loads = json_loads(settings.json_codec)
-        self.backend = RealtimeBackend(
-            self.connector, self.dialect, settings.audio_mode, self.json_loads
-        )
         self.store = store
         self.calls = calls
         self.metrics = Metrics()
+        self.metered = MeteredBackend(
+            RealtimeBackend(self.connector, self.dialect, settings.audio_mode, self.json_loads),
+            self.connector,
+            self.metrics,
+        )
+        self.backend: ModelBackend = self.metered
         self.admission = Admission(settings.max_calls)
         self.hooks = ServiceHooks(
-            settings, self.agents, self.tokens, self.admission, self.metrics, store, calls
+            settings,
+            self.agents,
+            self.tokens,
+            self.claims,
+            self.admission,
+            self.metrics,
+            store,
+            calls,
         )
         self.active: set[CallRelay] = set()
+        self._export_live_gauges()
+
+    def _export_live_gauges(self) -> None:
+        """Gauges read at scrape time from the state that already holds them."""
+        m = self.metrics
+        m.gauge("calls_active", "Calls in progress on this replica", lambda: len(self.active))
+        m.gauge(
+            "calls_admitted",
+            "Calls answered by the webhook whose stream has not started yet",
+            self.admission.admitted_now,
+        )
+        m.gauge("max_calls", "BRIDGE_MAX_CALLS (per replica)", lambda: self.settings.max_calls)
+        m.gauge("draining", "1 while draining after SIGTERM", lambda: int(self.draining))
+        m.gauge(
+            "model_preconnected",
+            "Model sockets pre-opened by the webhook, not yet taken",
+            lambda: self.connector.warm_count,
+        )
+        m.gauge(
+            "stream_tokens_remembered",
+            "Used stream tokens in this process's memory",
+            lambda: self.tokens.remembered,
+        )
+        if self.store is not None:
+            store = self.store
+            m.gauge(
+                "store_pending_records",
+                "Call records queued, not yet written (the store backlog)",
+                lambda: store.stats.pending,
+            )
+            m.gauge(
+                "store_failing",
+                "1 while the call-record database is failing (records are held)",
+                lambda: int(store.stats.failing),
+            )
+            m.gauge(
+                "store_dropped_records",
+                "Records dropped: queue overflow plus rows the database refused",
+                lambda: store.stats.dropped_overflow + store.stats.dropped_bad,
+            )
 
     # ------------------------------------------------------------- lifecycle
 
@@ -120,6 +212,9 @@ class BridgeServices:
         """Drain, then release pre-opened connections, the store and the REST client."""
         await self.drain(grace_s)
         await self.connector.close()
+        close_claims = getattr(self.claims, "close", None)
+        if close_claims is not None:
+            await close_claims()
         if self.store is not None:
             await self.store.close()
         if self.calls is not None:
@@ -170,14 +265,15 @@ class BridgeServices:
         )
         self.active.add(relay)
         self.admission.live = len(self.active)
-        self.metrics.calls_active = len(self.active)
-        self.metrics.calls_started += 1
+        self.metrics.calls_started.inc()
+        call_log_context()  # this task and those the relay spawns log the call's ids
         try:
             return await relay.run()
         finally:
             self.active.discard(relay)
             self.admission.live = len(self.active)
-            self.metrics.calls_active = len(self.active)
+            if relay.info is not None:
+                self.metered.forget(relay.info.call_sid)
             self.metrics.call_finished(relay.end_reason or "unknown", relay.call.stats)
 
 

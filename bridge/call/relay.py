@@ -32,6 +32,7 @@ from bridge.core.actions import (
     TO_MODEL,
     Action,
     AuthoriseStream,
+    ClearPlayback,
     ConnectModel,
     ControlCall,
     EndCall,
@@ -96,6 +97,24 @@ class _Outbox:
     def put(self, item: Any) -> None:
         if not self._queue and self._write_now(item):
             return
+        self._enqueue(item)
+
+    def replace_queued(self, item: Any) -> None:
+        """Drop what is still queued and send ``item`` next.
+
+        For ``clear``: it empties the caller's playback buffer, so audio and marks
+        not yet written would be discarded on arrival anyway (and the ledger has
+        already forgotten their marks).  Jumping the queue stops the agent sooner."""
+        if self._queue:
+            in_flight = self._task is not None and not self._task.done()
+            head = self._queue[0] if in_flight else None
+            self._queue.clear()
+            if head is not None:
+                self._queue.append(head)  # being written right now; it stays first
+            self._room.set()
+        self.put(item)
+
+    def _enqueue(self, item: Any) -> None:
         self._queue.append(item)
         if len(self._queue) >= OUTBOX_LIMIT:
             self._room.clear()
@@ -233,7 +252,11 @@ class CallRelay:
                 tape.action(now, action)
             if kind in TO_CALLER:
                 if not self._closing:
-                    self._to_caller.put(self.leg.serialise(action))  # type: ignore[arg-type]
+                    text = self.leg.serialise(action)  # type: ignore[arg-type]
+                    if kind is ClearPlayback:
+                        self._to_caller.replace_queued(text)
+                    else:
+                        self._to_caller.put(text)
                 continue
             if kind in TO_MODEL:
                 model = self.model
@@ -262,8 +285,7 @@ class CallRelay:
             self.end_reason = action.reason
             self._closing = True
             log.info("call %s ended: %s %s", self.call_sid, action.reason, action.detail)
-        if not isinstance(action, Notice):
-            self.hooks.call_event(self, action)
+        self.hooks.call_event(self, action)
         if isinstance(action, EndCall):
             self._done.set()
 

@@ -120,6 +120,10 @@ class ModelConnector:
                     return connection
         return await self.endpoint.open()
 
+    def is_warm(self, call_sid: str) -> bool:
+        """Whether this process pre-opened a socket for ``call_sid`` (a fleet's hit rate)."""
+        return call_sid in self._warm
+
     @property
     def warm_count(self) -> int:
         return len(self._warm)

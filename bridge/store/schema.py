@@ -108,6 +108,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        2,
+        "single-use stream token claims shared by a fleet",
+        (
+            # The primary key is the whole replay check: a second INSERT of the same id
+            # conflicts, on any replica.  Rows are deleted once the token has expired.
+            """CREATE TABLE stream_token_claims (
+                token_id TEXT PRIMARY KEY,
+                expires_ms {BIGINT} NOT NULL
+            )""",
+            "CREATE INDEX stream_token_claims_by_expiry ON stream_token_claims (expires_ms)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
