@@ -396,6 +396,15 @@ def test_model_close_settles_the_unheard_agent_turn() -> None:
     out = call.event(ev.ModelDisconnected(1011, "server error"))
     line = next(a for a in out if isinstance(a, TranscriptLine))
     assert line.interrupted and line.text == "alpha" and line.end_ms - line.start_ms == 100
+    # The call goes on: what still played at Twilio is cleared, a new session is opened.
+    assert not [a for a in out if isinstance(a, EndCall)]
+    assert to_twilio(out, "clear") and ConnectModel() in out
+
+
+def test_model_close_ends_the_call_when_reconnect_is_off() -> None:
+    call = ScriptedCall(reconnect=False)
+    call.start()
+    out = call.event(ev.ModelDisconnected(1011, "server error"))
     assert isinstance(out[-1], EndCall) and out[-1].reason == "model_closed"
 
 

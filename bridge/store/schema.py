@@ -126,6 +126,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         "call recordings",
         ("ALTER TABLE calls ADD COLUMN recording_path TEXT",),
     ),
+    Migration(
+        4,
+        "model reconnects, gap, rollovers and fallback per call",
+        (
+            "ALTER TABLE calls ADD COLUMN reconnects INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE calls ADD COLUMN model_gap_ms {BIGINT} NOT NULL DEFAULT 0",
+            "ALTER TABLE calls ADD COLUMN rollovers INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE calls ADD COLUMN fallback TEXT",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

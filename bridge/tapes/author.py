@@ -20,6 +20,7 @@ Scenario file (TOML), one table per tape::
     abrupt_hangup = false                         # optional
     env = {AGENT_GREETING = "Hi"}                 # optional bridge settings
     simulator = {chunk_interval_ms = 50}          # optional RealtimeSimulator options
+    faults = {close_after_ms = 4200, connections = [1]}  # optional FaultPlan fields
     rest = true                                   # optional: hang-up/transfer through the
                                                   # Twilio REST stand-in, which then ends
                                                   # the stream as Twilio does
@@ -98,6 +99,13 @@ async def record_scenario(scenario: dict[str, Any], out_dir: Path) -> Path:
     }
     env.update({str(k): str(v) for k, v in (scenario.get("env") or {}).items()})
     simulator = dict(scenario.get("simulator") or {})
+    if scenario.get("faults"):
+        from bridge.sim.realtime_faults import FaultPlan
+
+        faults = dict(scenario["faults"])
+        if "connections" in faults:
+            faults["connections"] = set(faults["connections"])
+        simulator["faults"] = FaultPlan(**faults)
     async with contextlib.AsyncExitStack() as stack:
         sim = await stack.enter_async_context(
             RealtimeSimulator(
