@@ -84,7 +84,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     return asyncio.run(
         run_demo(
-            wav_path=args.wav, audio_mode=args.audio, dialect=args.dialect, verbose=args.verbose
+            wav_path=args.wav,
+            audio_mode=args.audio,
+            dialect=args.dialect,
+            verbose=args.verbose,
+            drop_model_at_s=args.drop_model_at,
         )
     )
 
@@ -193,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--audio", choices=("passthrough", "pcm16"), default="passthrough")
     demo.add_argument("--dialect", choices=("ga", "beta"), default="ga")
     demo.add_argument("-v", "--verbose", action="store_true")
+    demo.add_argument(
+        "--drop-model-at",
+        type=float,
+        metavar="SECONDS",
+        help="have the model server drop the session this many seconds in (shows a reconnect)",
+    )
     demo.add_argument(
         "--browser",
         action="store_true",

@@ -108,6 +108,9 @@ class _PendingControl:
 #: Model error codes after which the model session cannot go on.
 FATAL_MODEL_ERRORS = frozenset({"session_expired", "beta_api_shape_disabled", "invalid_api_key"})
 
+#: Audio kept from before a caller turn's detected start (the VAD's prefix padding).
+SPEECH_PREFIX_MS = 300
+
 #: What the agent is asked after an outage cut its reply short.
 RESUME_INSTRUCTIONS = (
     "The connection dropped while you were speaking. Continue your last answer briefly "
@@ -167,6 +170,13 @@ class Call:
         self._audio_in_reported = 0
         self._dtmf_played = 0
         self._entry_waiting = False  # a key entry finished before the model was connected
+        # Call ms where the current session's audio timeline starts: speech timings from
+        # the model are on that timeline (0 at its first append); after a reconnect the
+        # new session's timeline starts at the held audio, not at the call's start.
+        self._audio_origin_ms = 0
+        # The last few seconds of caller audio sent to the model: if the session dies
+        # while the caller is mid-sentence, the new session hears the whole sentence.
+        self._recent: deque[tuple[int, str, int]] = deque()
         self._speech_stopped_at: int | None = None
         self._local_items: set[str] = set()  # audio the bridge played itself (tones, prompts)
         self._clips = 0
@@ -274,6 +284,12 @@ class Call:
                 return []
             payload = b64encode(pcm).decode("ascii")
         if phase is Phase.ACTIVE:
+            if self.config.reconnect:
+                recent = self._recent
+                recent.append((now, payload, event.nbytes))
+                horizon = now - self.config.reconnect_buffer_ms
+                while recent[0][0] < horizon:
+                    recent.popleft()
             return [AppendAudio(payload)]
         return self._hold_audio(payload, event.nbytes)
 
@@ -420,6 +436,7 @@ class Call:
         ]
         if self.phase is Phase.RECONNECTING:
             actions += self._reseed(now)
+            self._audio_origin_ms = max(0, self.call_ms(now) - self._preconnect_bytes // 8)
         elif outage is not None:  # the first connection took retries
             actions += self._end_outage(now)
         self.phase = Phase.ACTIVE
@@ -488,7 +505,9 @@ class Call:
         return []
 
     def _on_speech_started(self, event: ev.SpeechStarted, now: int) -> list[Action]:
-        at = event.audio_start_ms if event.audio_start_ms is not None else self.call_ms(now)
+        at = self.call_ms(now)
+        if event.audio_start_ms is not None:
+            at = event.audio_start_ms + self._audio_origin_ms
         self.transcript.speech_started(event.item_id, at)
         self._speech_stopped_at = None
         actions: list[Action] = [Observed("speech_started", self.call_ms(now))]
@@ -540,7 +559,9 @@ class Call:
         ]
 
     def _on_speech_stopped(self, event: ev.SpeechStopped, now: int) -> list[Action]:
-        at = event.audio_end_ms if event.audio_end_ms is not None else self.call_ms(now)
+        at = self.call_ms(now)
+        if event.audio_end_ms is not None:
+            at = event.audio_end_ms + self._audio_origin_ms
         self.transcript.speech_stopped(event.item_id, at)
         self._speech_stopped_at = now
         return [Observed("speech_stopped", self.call_ms(now))]
@@ -1022,6 +1043,7 @@ class Call:
             Observed("model_lost", self.call_ms(now), {"cause": cause}),
         ]
         actions += self._lose_playback(now)
+        self._replay_open_turn()
         self.responses.reset_connection()
         self.responses.pending = None
         self._speech_stopped_at = None
@@ -1030,6 +1052,19 @@ class Call:
         if retry == "never":
             return actions + self._give_up(now, cause, detail)
         return actions + self._attempt(now, retry)
+
+    def _replay_open_turn(self) -> None:
+        """Hold again the audio of a caller turn the dead session heard begin but not end
+        (its input buffer died with it), from just before the turn started."""
+        starts = [start for start, end in self.transcript.speech.values() if end < 0]
+        recent, self._recent = self._recent, deque()
+        if not starts:
+            return
+        since = self.started_at + min(starts) - SPEECH_PREFIX_MS  # starts are call ms
+        for at, payload, nbytes in recent:
+            if at >= since:
+                self._preconnect.append((payload, nbytes))
+                self._preconnect_bytes += nbytes
 
     def _attempt(self, now: int, retry: str) -> list[Action]:
         """Open a connection now (the first retry, or a planned close), or after a backoff."""

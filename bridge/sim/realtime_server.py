@@ -439,12 +439,18 @@ class RealtimeSimulator:
         close_reason: str = "simulated failure",
         expire_after_ms: float | None = None,
         faults: FaultPlan | None = None,
+        continue_script: bool = False,
         record_events: bool = True,
         record_audio: bool = True,
         on_audio_appended: Callable[[int, int, int, float], None] | None = None,
         on_audio_delta: Callable[[int, str, str, int, int, float], None] | None = None,
     ) -> None:
         self.script: list[ReplySpec] = list(script or [])
+        #: One conversation across sessions: a new connection (a reconnecting client)
+        #: takes up the script where the previous one left it, instead of from the top.
+        self.continue_script = continue_script
+        self.script_position = 0
+        self.transcript_position = 0
         for spec in self.script:
             _normalise_spec(spec)  # fail fast on typos in clip names
         if isinstance(api_key, str):
@@ -1134,8 +1140,11 @@ class _Session:
         item = _Item(id=item_id, type="message", role="user",
                      content=[{"type": "input_audio", "transcript": None}])
         await self._add_item(item, previous)
-        transcript = self.sim._next_transcript(self.user_turns)
+        sim = self.sim
+        turn = sim.transcript_position if sim.continue_script else self.user_turns
+        transcript = sim._next_transcript(turn)
         self.user_turns += 1
+        sim.transcript_position = turn + 1
         if transcript is None:
             transcript = f"(caller spoke {spoken_ms / 1000:.1f} s)"
         item.content[0]["transcript"] = transcript
@@ -1304,8 +1313,11 @@ class _Session:
             resp.pause.set_result(None)
 
     def _start_response(self, trigger: Literal["vad", "client"], params: dict[str, Any]) -> None:
-        spec = self.sim._spec_at(self.responses_started)
+        sim = self.sim
+        index = sim.script_position if sim.continue_script else self.responses_started
+        spec = sim._spec_at(index)
         self.responses_started += 1
+        sim.script_position = index + 1
         outputs, special, latency = _normalise_spec(spec)
         modalities = params.get("output_modalities") or params.get("modalities")
         text_only = (modalities is not None and "audio" not in modalities) or (
