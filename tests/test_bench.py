@@ -13,6 +13,8 @@ import pytest
 from bridge.__main__ import main
 from bridge.bench.load import BenchOptions, run_bench, summary_line
 
+pytestmark = pytest.mark.e2e
+
 
 def test_bench_two_calls_summary_is_sane() -> None:
     s = run_bench(BenchOptions(calls=2, duration=2.0, ramp=0.5, barge_every=0,

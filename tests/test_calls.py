@@ -14,6 +14,8 @@ from bridge.config import Secret, Settings
 from bridge.sim.twilio_rest import TwilioRestSimulator
 from bridge.twilio.calls import CallControlError, RebasedHttpClient, TwilioCalls
 
+pytestmark = pytest.mark.e2e
+
 ACCOUNT = "AC" + "0" * 31 + "1"
 TOKEN = "tok-" + "7" * 28
 NUMBER = "+15550100002"

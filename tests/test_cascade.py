@@ -35,6 +35,8 @@ from bridge.sim.openai_rest import ChatRule, OpenAIRestSimulator, speech_for
 from bridge.sim.realtime_transcription import TranscriptionSimulator
 from tests.cascade_harness import KEY, Driver, open_driver, say, settings_for
 
+pytestmark = pytest.mark.e2e
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop

@@ -17,6 +17,8 @@ from bridge.sim.local_bridge import LocalBridge, free_socket
 from bridge.sim.realtime_server import RealtimeSimulator
 from bridge.sim.twilio_rest import TwilioRestSimulator
 
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEY = "sk-cli-secret-value-1234"
 

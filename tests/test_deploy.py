@@ -25,6 +25,8 @@ from bridge.config import load_settings, startup_problems
 from bridge.sim.local_bridge import LocalBridge
 from bridge.sim.realtime_server import RealtimeSimulator
 
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"
 SECRETS = {

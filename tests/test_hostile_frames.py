@@ -31,6 +31,8 @@ from bridge.sim.local_bridge import LocalBridge
 from bridge.sim.realtime_server import ConnectionRecord, RealtimeSimulator
 from bridge.twilio.media import TwilioMediaProtocol
 
+pytestmark = pytest.mark.e2e
+
 API_KEY = "sk-hostile-frames-test"
 MAX_BYTES = 65536
 SID = "MZ" + "0" * 32

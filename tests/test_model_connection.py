@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from websockets.protocol import State
 
 from bridge.config import Secret
@@ -12,6 +13,8 @@ from bridge.realtime.connection import ModelConnectError, ModelConnector, ModelE
 from bridge.realtime.dialects import dialect_for
 from bridge.sim.realtime_faults import FaultPlan
 from bridge.sim.realtime_server import RealtimeSimulator
+
+pytestmark = pytest.mark.e2e
 
 KEY = "sk-connection-test"
 

@@ -21,6 +21,8 @@ from bridge.operator.access import COOKIE_NAME, OperatorAccess
 from bridge.sim.local_bridge import LocalBridge
 from bridge.sim.realtime_server import RealtimeSimulator
 
+pytestmark = pytest.mark.e2e
+
 PROTECTED_GET = [
     "/softphone",
     "/console",

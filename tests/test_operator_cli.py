@@ -18,6 +18,8 @@ import pytest
 from bridge.store import open_store
 from tests.test_cli import ROOT, SECRET_KEY, run_cli
 
+pytestmark = pytest.mark.e2e
+
 SERVE_ENV = {
     "OPENAI_API_KEY": SECRET_KEY,
     "PUBLIC_URL": "https://bridge.example.com",

@@ -34,6 +34,8 @@ from bridge.sim.local_bridge import LocalBridge
 from bridge.sim.realtime_server import RealtimeSimulator
 from bridge.sim.twilio_caller import TwilioCaller, twilio_signature
 
+pytestmark = pytest.mark.e2e
+
 API_KEY = "sk-pending-streams-test"
 
 

@@ -11,6 +11,7 @@ import wave
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bridge.recordings.files import sweep, write_recording
 from bridge.recordings.playout import SILENCE, PlayoutRecorder
@@ -18,6 +19,8 @@ from bridge.sim.clips import clip_text
 from bridge.sim.demo import AGENT_SCRIPT, CALL_LIMIT_MS, CALLER_SCRIPT, GREETING
 from bridge.sim.local_bridge import LocalBridge
 from bridge.sim.realtime_server import RealtimeSimulator
+
+pytestmark = pytest.mark.e2e
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

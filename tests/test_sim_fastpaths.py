@@ -24,6 +24,8 @@ from bridge.sim.realtime_server import RealtimeSimulator, _plain_append, _Sessio
 from bridge.sim.vad import EnergyVad
 from bridge.sim.ws_fast import send_now
 
+pytestmark = pytest.mark.e2e
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop

@@ -25,6 +25,8 @@ from bridge.sim.realtime_faults import ErrorFault, FaultPlan, parse_fault_args
 from bridge.sim.realtime_server import RealtimeSimulator
 from tests.test_sim_realtime import PCMU_SESSION, SILENCE
 
+pytestmark = pytest.mark.e2e
+
 KEY = "sk-faults-test-key"
 
 

@@ -14,6 +14,8 @@ from bridge.sim.clips import clip_text, load_clip
 from bridge.sim.openai_rest import OpenAIRestSimulator, speech_for
 from bridge.sim.realtime_transcription import TranscriptionSimulator
 
+pytestmark = pytest.mark.e2e
+
 
 async def test_rest_stand_in_checks_the_key_and_speaks_the_sdk_wire_format():
     async with OpenAIRestSimulator(api_key="sk-right", chat_first_token_ms=0,

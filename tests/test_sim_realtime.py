@@ -18,6 +18,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from bridge.sim.clips import clip_duration_ms, clip_text, load_clip
 from bridge.sim.realtime_server import RealtimeSimulator, ReplySpec
 
+pytestmark = pytest.mark.e2e
+
 SILENCE = b"\xff" * 8  # 1 ms of mu-law digital silence
 PCMU_SESSION: dict[str, Any] = {
     "type": "realtime",

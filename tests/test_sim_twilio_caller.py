@@ -24,6 +24,8 @@ from bridge.sim.clips import load_clip
 from bridge.sim.playback import FRAME_BYTES, MAX_BUFFERED_BYTES, SILENCE_FRAME, Playback
 from bridge.sim.twilio_caller import CallerPool, TwilioCaller
 
+pytestmark = pytest.mark.e2e
+
 TOKEN = "test-auth-token-not-a-secret"
 Behaviour = Callable[["FakeBridge", ServerConnection], Coroutine[Any, Any, None]]
 

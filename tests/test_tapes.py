@@ -165,6 +165,7 @@ def test_unreadable_tapes_are_refused(tmp_path: Path) -> None:
     assert bridge_main(["replay", str(junk)]) == 2
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
 async def test_fresh_recording_replays_green(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compressed: bool
@@ -191,6 +192,7 @@ async def test_fresh_recording_replays_green(
     assert_replays(path)
 
 
+@pytest.mark.e2e
 async def test_live_replay_against_a_running_bridge() -> None:
     """``replay --live``: the tape's Twilio side and a model stand-in, over real sockets."""
     from bridge.sim.local_bridge import LocalBridge, free_socket
