@@ -73,14 +73,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """A whole call against local simulators: no accounts, no keys."""
     if args.browser:
-        from bridge.sim.browser_demo import run_browser_demo
+        from bridge.devtools.sim.browser_demo import run_browser_demo
 
         try:
             return asyncio.run(run_browser_demo())
         except KeyboardInterrupt:
             print("\nstopped")
             return 0
-    from bridge.sim.demo import run_demo
+    from bridge.devtools.sim.demo import run_demo
 
     return asyncio.run(
         run_demo(
@@ -229,8 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     configure.add_argument("number", help="your Twilio number, E.164")
     configure.set_defaults(func=cmd_twilio)
 
-    from bridge.bench.cli import add_bench_parser
-    from bridge.tapes.cli import add_replay_parser
+    from bridge.devtools.bench.cli import add_bench_parser
+    from bridge.devtools.tapes.cli import add_replay_parser
 
     add_replay_parser(sub)
     add_bench_parser(sub)

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from bridge.sim.clips import load_clip
-from bridge.sim.local_bridge import LocalBridge
-from bridge.sim.realtime_server import RealtimeSimulator
-from bridge.sim.twilio_rest import TwilioRestSimulator
+from bridge.devtools.sim.clips import load_clip
+from bridge.devtools.sim.local_bridge import LocalBridge
+from bridge.devtools.sim.realtime_server import RealtimeSimulator
+from bridge.devtools.sim.twilio_rest import TwilioRestSimulator
 from bridge.store.cli import main as calls_cli
 
 pytestmark = pytest.mark.e2e

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from bridge.__main__ import main
-from bridge.bench.load import BenchOptions, run_bench, summary_line
+from bridge.devtools.bench.load import BenchOptions, run_bench, summary_line
 
 pytestmark = pytest.mark.e2e
 

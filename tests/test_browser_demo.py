@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bridge.sim.browser_demo import run_browser_demo
+from bridge.devtools.sim.browser_demo import run_browser_demo
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ import pytest
 from twilio.rest import Client
 
 from bridge.config import Secret, Settings
-from bridge.sim.twilio_rest import TwilioRestSimulator
+from bridge.devtools.sim.twilio_rest import TwilioRestSimulator
 from bridge.twilio.calls import CallControlError, RebasedHttpClient, TwilioCalls
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.bench.cascade import measure_pipeline
+from bridge.devtools.bench.cascade import measure_pipeline
 
 pytestmark = pytest.mark.e2e
 

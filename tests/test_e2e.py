@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from bridge.audio.mulaw import ulaw_to_pcm16
-from bridge.sim.clips import load_clip
-from bridge.sim.local_bridge import LocalBridge
-from bridge.sim.realtime_server import RealtimeSimulator
-from bridge.sim.twilio_caller import CallResult
+from bridge.devtools.sim.clips import load_clip
+from bridge.devtools.sim.local_bridge import LocalBridge
+from bridge.devtools.sim.realtime_server import RealtimeSimulator
+from bridge.devtools.sim.twilio_caller import CallResult
 
 pytestmark = pytest.mark.e2e
 
@@ -160,7 +160,7 @@ async def test_bad_input_is_survived_and_another_call_is_unaffected() -> None:
 async def _twilio_start_rejected(
     bridge: LocalBridge, sim: RealtimeSimulator, params: dict[str, Any], call_sid: str
 ) -> CallResult:
-    from bridge.sim.twilio_caller import TwilioCaller
+    from bridge.devtools.sim.twilio_caller import TwilioCaller
 
     assert bridge.settings.stream_url is not None
     caller = TwilioCaller(

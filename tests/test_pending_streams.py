@@ -28,11 +28,11 @@ from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from bridge.bench.procstat import rss_kib
-from bridge.sim.clips import load_clip
-from bridge.sim.local_bridge import LocalBridge
-from bridge.sim.realtime_server import RealtimeSimulator
-from bridge.sim.twilio_caller import TwilioCaller, twilio_signature
+from bridge.devtools.bench.procstat import rss_kib
+from bridge.devtools.sim.clips import load_clip
+from bridge.devtools.sim.local_bridge import LocalBridge
+from bridge.devtools.sim.realtime_server import RealtimeSimulator
+from bridge.devtools.sim.twilio_caller import TwilioCaller, twilio_signature
 
 pytestmark = pytest.mark.e2e
 

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from bridge.audio.prompts import bundled_prompt
-from bridge.sim.clips import load_clip
-from bridge.sim.local_bridge import LocalBridge
-from bridge.sim.realtime_faults import FaultPlan
-from bridge.sim.realtime_server import RealtimeSimulator
-from bridge.sim.twilio_rest import TwilioRestSimulator
+from bridge.devtools.sim.clips import load_clip
+from bridge.devtools.sim.local_bridge import LocalBridge
+from bridge.devtools.sim.realtime_faults import FaultPlan
+from bridge.devtools.sim.realtime_server import RealtimeSimulator
+from bridge.devtools.sim.twilio_rest import TwilioRestSimulator
 
 pytestmark = pytest.mark.e2e
 

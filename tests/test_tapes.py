@@ -15,9 +15,9 @@ import pytest
 
 from bridge.__main__ import main as bridge_main
 from bridge.core.ledger import ItemPlayback, PlaybackLedger
-from bridge.tapes.author import FAKE_SECRETS, record_scenario
+from bridge.devtools.tapes.author import FAKE_SECRETS, record_scenario
+from bridge.devtools.tapes.replay import replay
 from bridge.tapes.format import TAPE_VERSION, TapeError, load_tape
-from bridge.tapes.replay import replay
 from bridge.testing import assert_replays
 from bridge.tools import ToolRegistry, tool
 
@@ -195,8 +195,8 @@ async def test_fresh_recording_replays_green(
 @pytest.mark.e2e
 async def test_live_replay_against_a_running_bridge() -> None:
     """``replay --live``: the tape's Twilio side and a model stand-in, over real sockets."""
-    from bridge.sim.local_bridge import LocalBridge, free_socket
-    from bridge.tapes.live import LiveOptions, replay_live
+    from bridge.devtools.sim.local_bridge import LocalBridge, free_socket
+    from bridge.devtools.tapes.live import LiveOptions, replay_live
 
     probe = free_socket()
     port = probe.getsockname()[1]

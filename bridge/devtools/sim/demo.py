@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.sim.clips import clip_text, load_clip
-from bridge.sim.local_bridge import LocalBridge
-from bridge.sim.realtime_server import RealtimeSimulator
-from bridge.sim.twilio_caller import CallResult
+from bridge.devtools.sim.clips import clip_text, load_clip
+from bridge.devtools.sim.local_bridge import LocalBridge
+from bridge.devtools.sim.realtime_server import RealtimeSimulator
+from bridge.devtools.sim.twilio_caller import CallResult
 
 GREETING = "Hello, thanks for calling Acme. How can I help you today?"
 AGENT_SCRIPT: list[Any] = [
@@ -192,7 +192,7 @@ async def run_demo(
     )
     faults = None
     if drop_model_at_s is not None:
-        from bridge.sim.realtime_faults import FaultPlan
+        from bridge.devtools.sim.realtime_faults import FaultPlan
 
         faults = FaultPlan(close_after_ms=drop_model_at_s * 1000, connections={1})
         print(f"The model server will drop the session at {drop_model_at_s:g} s (code 1011).\n")

@@ -40,7 +40,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from bridge.sim.clips import load_clip
+from bridge.devtools.sim.clips import load_clip
 
 #: Distinctive fake secrets used while authoring, so tests can prove none leak into tapes.
 FAKE_OPENAI_KEY = "sk-tapeauthor-FAKE-openai-key-7f3a9c"
@@ -88,8 +88,8 @@ def _caller_script(entries: list[Any]) -> list[tuple[float, bytes]]:
 
 async def record_scenario(scenario: dict[str, Any], out_dir: Path) -> Path:
     """Run ``scenario`` through LocalBridge + simulators; return the recorded tape's path."""
-    from bridge.sim.local_bridge import LocalBridge
-    from bridge.sim.realtime_server import RealtimeSimulator
+    from bridge.devtools.sim.local_bridge import LocalBridge
+    from bridge.devtools.sim.realtime_server import RealtimeSimulator
 
     env = {
         "BRIDGE_TAPES_DIR": str(out_dir),
@@ -100,7 +100,7 @@ async def record_scenario(scenario: dict[str, Any], out_dir: Path) -> Path:
     env.update({str(k): str(v) for k, v in (scenario.get("env") or {}).items()})
     simulator = dict(scenario.get("simulator") or {})
     if scenario.get("faults"):
-        from bridge.sim.realtime_faults import FaultPlan
+        from bridge.devtools.sim.realtime_faults import FaultPlan
 
         faults = dict(scenario["faults"])
         if "connections" in faults:
@@ -114,7 +114,7 @@ async def record_scenario(scenario: dict[str, Any], out_dir: Path) -> Path:
         )
         rest = None
         if scenario.get("rest"):
-            from bridge.sim.twilio_rest import TwilioRestSimulator
+            from bridge.devtools.sim.twilio_rest import TwilioRestSimulator
 
             rest = await stack.enter_async_context(
                 TwilioRestSimulator(auth_token=FAKE_AUTH_TOKEN)
@@ -162,7 +162,7 @@ async def author(scenario_file: str | Path, name: str, output: str | Path) -> Pa
 
     The tape is replayed before it is kept: a recording that does not replay
     identically would be a useless regression test (and points at a core bug)."""
-    from bridge.tapes.replay import replay
+    from bridge.devtools.tapes.replay import replay
 
     scenarios = load_scenarios(scenario_file)
     if name not in scenarios:

@@ -60,10 +60,15 @@ from websockets.http11 import Request, Response
 from websockets.protocol import Event
 
 from bridge.config import Secret
-from bridge.sim.clips import clip_duration_ms, clip_text, load_clip
-from bridge.sim.realtime_audio import decode_input, encode_clip
-from bridge.sim.realtime_faults import ErrorFault, FaultPlan, parse_fault_args, refusal_response
-from bridge.sim.realtime_session import (
+from bridge.devtools.sim.clips import clip_duration_ms, clip_text, load_clip
+from bridge.devtools.sim.realtime_audio import decode_input, encode_clip
+from bridge.devtools.sim.realtime_faults import (
+    ErrorFault,
+    FaultPlan,
+    parse_fault_args,
+    refusal_response,
+)
+from bridge.devtools.sim.realtime_session import (
     Dialect,
     SessionConfig,
     SessionUpdateError,
@@ -71,8 +76,8 @@ from bridge.sim.realtime_session import (
     bytes_per_ms,
     render_session,
 )
-from bridge.sim.vad import EnergyVad, VadEvent
-from bridge.sim.ws_fast import Arrivals, message_of, send_now
+from bridge.devtools.sim.vad import EnergyVad, VadEvent
+from bridge.devtools.sim.ws_fast import Arrivals, message_of, send_now
 
 __all__ = [
     "AudioDeltaRecord",
@@ -408,7 +413,7 @@ class RealtimeSimulator:
             defaults stream 4x faster than real time). first_delta_latency_ms: "think
             time" between ``response.created`` and the first output item.
         vad_min_speech_ms: loud audio needed before ``speech_started`` fires.
-        faults: a :class:`~bridge.sim.realtime_faults.FaultPlan` (closes, session cap,
+        faults: a :class:`~bridge.devtools.sim.realtime_faults.FaultPlan` (closes, session cap,
             refused handshakes, ``error`` events, per connection); :attr:`faults` stays
             mutable, so a test can arm a refusal between two connects.
         close_after_ms / close_after_responses / close_code / close_reason /
@@ -1598,7 +1603,7 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m bridge.sim.realtime_server --port 8765`` for manual poking."""
+    """``python -m bridge.devtools.sim.realtime_server --port 8765`` for manual poking."""
     parser = argparse.ArgumentParser(description="OpenAI Realtime API simulator (127.0.0.1)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
@@ -1608,7 +1613,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="name of an environment variable holding the key to require")
     parser.add_argument("--reject-beta", action="store_true")
     parser.add_argument("--latency-ms", type=float, default=200.0)
-    faults = parser.add_argument_group("faults (see bridge.sim.realtime_faults)")
+    faults = parser.add_argument_group("faults (see bridge.devtools.sim.realtime_faults)")
     faults.add_argument("--close-after-ms", type=float, default=None)
     faults.add_argument("--close-after-responses", type=int, default=None)
     faults.add_argument("--close-code", type=int, default=1011)
