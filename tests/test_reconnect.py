@@ -84,7 +84,22 @@ async def test_a_drop_mid_reply_costs_under_a_second_and_the_next_turn_is_answer
     assert stats.value("bridge_reconnects_total", {"cause": "close_1011"}) == 1
 
 
-async def test_a_drop_while_idle_and_mid_caller_speech_keeps_the_caller_audio() -> None:
+async def test_a_drop_while_idle_goes_unnoticed_and_the_next_turn_is_answered() -> None:
+    """Between turns nothing is playing: no clear, no filler, and the caller's next
+    question is answered by the new session, which has the earlier turns as items."""
+    plan = FaultPlan(close_after_ms=6000, connections={1})  # after the answer, before the next
+    sim = RealtimeSimulator(script=["agent_short", "agent_goodbye"], api_key=KEY, faults=plan)
+    result, _ = await call(
+        sim, [(200, "caller_question"), (7000, "caller_thanks")], duration_ms=12000
+    )
+    assert sim.connection_count == 2
+    second = sim.connections[1]
+    assert agent_texts(second.items_created) and user_texts(second.items_created)
+    assert not result.clears
+    assert load_clip("agent_short") in result.heard and load_clip("agent_goodbye") in result.heard
+
+
+async def test_a_drop_mid_caller_speech_keeps_the_caller_audio() -> None:
     """The model closes while the caller is talking: what the caller says during the gap
     is held and appended to the new session, which answers it."""
     plan = FaultPlan(close_after_ms=900, connections={1})
