@@ -48,6 +48,9 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                        help="serve via bridge.bench.server with this HTTP parser")
     bench.add_argument("--json-lib", choices=("stdlib", "orjson"), default=None,
                        help="serve via bridge.bench.server with this JSON library (experiment)")
+    bench.add_argument("--lean-stream", action="store_true",
+                       help="serve via bridge.bench.server with /media-stream on the lean, "
+                       "ASGI-free path (bridge.web.lean_stream; prototype)")
     bench.add_argument("--log-level", default="INFO", help="the bridge's LOG_LEVEL (INFO)")
     bench.add_argument("--profile", default=None, metavar="FILE",
                        help="record the steady-state window with py-spy into FILE")
@@ -82,7 +85,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     opts = BenchOptions(
         calls=args.calls, duration=args.duration, audio=args.audio, ramp=args.ramp,
         bridge_cpu=args.bridge_cpu, gen_cpu=args.gen_cpu, ws=args.ws, loop=args.loop,
-        http=args.http, json_lib=args.json_lib, barge_every=args.barge_every,
+        http=args.http, json_lib=args.json_lib, lean_stream=args.lean_stream,
+        barge_every=args.barge_every,
         log_level=args.log_level, profile=args.profile, profile_format=args.profile_format,
         warmup=not args.no_warmup, tickers=args.tickers,
     )

@@ -78,7 +78,9 @@ class BenchOptions:
     loop: str | None = None
     http: str | None = None
     json_lib: str | None = None
-    """Any of ws/loop/http/json set: start the bridge via ``bridge.bench.server``."""
+    """Any of ws/loop/http/json set (or lean_stream): start via ``bridge.bench.server``."""
+    lean_stream: bool = False
+    """Serve /media-stream from ``bridge.web.lean_stream`` (via ``bridge.bench.server``)."""
     barge_every: int = 5
     """Every n-th call barges in once (0: never)."""
     log_level: str = "INFO"
@@ -260,10 +262,12 @@ class LoadBench:
             return [o.reference_python, os.path.join(o.reference_dir, "run_reference.py"),
                     "--sample-dir", o.reference_dir, "--port", str(self.port),
                     "--openai-url", self.sim.url, "--log-level", "warning"]
-        if any(v is not None for v in (o.ws, o.loop, o.http, o.json_lib)):
+        if o.lean_stream or any(v is not None for v in (o.ws, o.loop, o.http, o.json_lib)):
             cmd = [sys.executable, "-m", "bridge.bench.server", "--port", str(self.port),
                    "--ws", o.ws or "auto", "--loop", o.loop or "auto",
                    "--http", o.http or "auto", "--json", o.json_lib or "stdlib"]
+            if o.lean_stream:
+                cmd.append("--lean-stream")
         else:
             cmd = [sys.executable, "-m", "bridge", "serve", "--host", "127.0.0.1",
                    "--port", str(self.port), "--grace", "1"]
