@@ -109,9 +109,9 @@ def _cmd_reference(args: argparse.Namespace, opts: Any) -> int:
 
     from bridge.bench.reference import (
         ReferenceEnvError,
+        median_line,
         median_pair,
         pair_lines,
-        ratio_line,
         reference_python,
         run_pair,
     )
@@ -145,11 +145,7 @@ def _cmd_reference(args: argparse.Namespace, opts: Any) -> int:
     if args.pairs > 1:
         med = median_pair(pairs)
         out["median"] = med
-        print(ratio_line(med, prefix=f"bench: median of {args.pairs} pairs, reference/this",
-                         marker_label="min/max over the pairs"), flush=True)
-        spread = " ".join(f"{k}=" + "/".join("n/a" if v is None else f"{v:g}" for v in vs)
-                          for k, vs in med["ratio_spread"].items())
-        print(f"bench: ratio spread over the pairs: {spread}", flush=True)
+        print(median_line(med, args.pairs), flush=True)
     if args.json_path:
         with open(args.json_path, "w", encoding="utf-8") as f:
             f.write(json.dumps(out, indent=2, default=str) + "\n")

@@ -156,7 +156,7 @@ def run_pair(opts: BenchOptions, ref_dir: str, ref_python: str) -> dict[str, Any
     this = run_bench(opts)
     ref_opts = replace(opts, reference_dir=str(Path(ref_dir).resolve()),
                        reference_python=ref_python, ws=None, loop=None, http=None,
-                       json_lib=None, profile=None)
+                       json_lib=None, lean_stream=False, profile=None)
     ref = run_bench(ref_opts)
     marker_after = host_marker_us(opts.bridge_cpu)
     return {"this": this, "reference": ref, "ratios": ratios(this, ref),
@@ -213,5 +213,22 @@ def median_pair(pairs: list[dict[str, Any]]) -> dict[str, Any]:
             "host_marker_us_per_frame": [min(markers), max(markers)]}
 
 
-__all__ = ["ReferenceEnvError", "host_marker_us", "median_pair", "pair_lines", "ratio_line",
-           "ratios", "reference_python", "run_pair"]
+def median_line(med: dict[str, Any], n: int) -> str:
+    """Medians of several pairs: each side's median, then the median of the pair ratios
+    (not the ratio of the medians: a pair's two runs share the host's state, so their
+    ratio is the figure that survives the host's drift)."""
+    this, ref, rat, spread = med["this"], med["reference"], med["ratios"], med["ratio_spread"]
+    parts = []
+    for name, key in RATIO_KEYS:
+        values = "/".join(_fmt(v) for v in spread[name])
+        parts.append(f"{name} {_fmt(_get(ref, key))}/{_fmt(_get(this, key))} "
+                     f"ratio={_fmt(rat[name])}x ({values})")
+    lo, hi = med["host_marker_us_per_frame"]
+    return (f"bench: median of {n} pairs, reference/this: " + " ".join(parts) +
+            f" open_model_sockets_1s {_fmt(ref['model_sockets_open_1s_after_hangup'])}/"
+            f"{_fmt(this['model_sockets_open_1s_after_hangup'])}"
+            f" host_marker_us_per_frame={lo}-{hi}")
+
+
+__all__ = ["ReferenceEnvError", "host_marker_us", "median_line", "median_pair", "pair_lines",
+           "ratio_line", "ratios", "reference_python", "run_pair"]
