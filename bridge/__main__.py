@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
+from typing import NoReturn
 
 from bridge.config import ConfigError, Settings, http_url, load_settings, startup_problems
 
@@ -23,31 +23,38 @@ def _settings_or_exit() -> Settings:
     raise AssertionError("unreachable")
 
 
-def _fail(problems: list[str], code: int = 2) -> None:
+def _fail(problems: list[str], code: int = 2) -> NoReturn:
     print("bridge: configuration problems:", file=sys.stderr)
     for problem in problems:
         print(f"  - {problem}", file=sys.stderr)
     raise SystemExit(code)
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the bridge for real calls (uvicorn + the Starlette app)."""
-    from bridge.app import create_app
+    from bridge.app import build_services, create_app
+    from bridge.logs import configure_logging
     from bridge.server import serve
 
     settings = _settings_or_exit()
+    if args.metrics_port is not None:
+        settings = settings.with_changes(metrics_port=args.metrics_port)
     problems = startup_problems(settings)
     if problems:
         _fail(problems)
-    _logging(settings.log_level)
-    app = create_app(settings)
+    configure_logging(settings.log_level, settings.log_format)
+    # Built here, before uvicorn: a bad DATABASE_URL or AGENT_TOOLS path is then one plain
+    # line and exit 2, instead of a message followed by uvicorn's lifespan tracebacks.
+    try:
+        services = build_services(settings)
+    except ConfigError as exc:
+        _fail(exc.problems)
+    except Exception as exc:  # noqa: BLE001 - StoreError, a tool import error: one line
+        _fail(list(getattr(exc, "problems", None) or [str(exc)]))
+    app = create_app(services.settings, services, shutdown_grace_s=0.0)
+    options: dict[str, object] = {}
+    if settings.log_format == "json":
+        options["log_config"] = None  # keep our JSON handler; uvicorn's loggers propagate
     serve(
         app,
         host=args.host,
@@ -58,12 +65,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
         ws="websockets-sansio",  # measured cheaper than the legacy protocol and wsproto
         ws_per_message_deflate=False,
+        **options,
     )
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """A whole call against local simulators: no accounts, no keys."""
+    if args.browser:
+        from bridge.sim.browser_demo import run_browser_demo
+
+        try:
+            return asyncio.run(run_browser_demo())
+        except KeyboardInterrupt:
+            print("\nstopped")
+            return 0
     from bridge.sim.demo import run_demo
 
     return asyncio.run(
@@ -75,16 +91,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_calls(args: argparse.Namespace) -> int:
     """List recent calls, or show one call's transcript."""
-    from bridge.store.cli import main as calls_main
+    from bridge.store.cli import run_parsed
 
     settings = _settings_or_exit()
-    argv = list(args.rest)
-    return calls_main(argv, settings.database_url)
+    return run_parsed(args, settings.database_url)
 
 
 def cmd_call(args: argparse.Namespace) -> int:
     """Place an outbound call whose answered leg connects to this bridge."""
-    from bridge.twilio.calls import CallControl, CallControlError
+    from bridge.twilio.calls import CallControlError, TwilioCalls
 
     settings = _settings_or_exit()
     if not settings.public_url:
@@ -93,7 +108,7 @@ def cmd_call(args: argparse.Namespace) -> int:
     if not args.from_number:
         _fail(["--from (or TWILIO_PHONE_NUMBER) is required: one of your Twilio numbers"])
     try:
-        control = CallControl.from_settings(settings, base_url=settings.twilio_api_base_url)
+        control = TwilioCalls.from_settings(settings, base_url=settings.twilio_api_base_url)
         sid = asyncio.run(
             control.place_call(
                 args.to,
@@ -111,14 +126,14 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 def cmd_twilio(args: argparse.Namespace) -> int:
     """``twilio configure +1NUMBER``: point the number's voice webhook at this bridge."""
-    from bridge.twilio.calls import CallControl, CallControlError
+    from bridge.twilio.calls import CallControlError, TwilioCalls
 
     settings = _settings_or_exit()
     if not settings.public_url:
         _fail(["PUBLIC_URL is required: the number's webhook will be PUBLIC_URL/twiml"])
     assert settings.public_url is not None
     try:
-        control = CallControl.from_settings(settings, base_url=settings.twilio_api_base_url)
+        control = TwilioCalls.from_settings(settings, base_url=settings.twilio_api_base_url)
         configured = asyncio.run(
             control.configure_number(
                 args.number,
@@ -137,20 +152,39 @@ def cmd_twilio(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bridge.store.cli import add_arguments as add_calls_arguments
+
     parser = argparse.ArgumentParser(
         prog="python -m bridge",
         description="Twilio Media Streams <-> OpenAI Realtime phone bridge",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the bridge for real calls")
-    serve.add_argument("--host", default="0.0.0.0")
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    serve = sub.add_parser(
+        "serve",
+        help="run the bridge for real calls",
+        description="Run the bridge for real calls. Settings come from the environment "
+        "(README's table); these options cover the listener only.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=os.environ.get("PORT", "8080"),  # a string: argparse checks it like input
+        help="public port for Twilio's webhooks and Media Streams ($PORT)",
+    )
     serve.add_argument(
         "--grace",
         type=float,
-        default=30.0,
-        help="seconds live calls may continue after SIGTERM (default 30)",
+        default=os.environ.get("BRIDGE_DRAIN_GRACE", "30"),
+        help="seconds live calls may continue after SIGTERM ($BRIDGE_DRAIN_GRACE)",
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve /metrics on this separate port (default: $BRIDGE_METRICS_PORT, else off)",
     )
     serve.set_defaults(func=cmd_serve)
 
@@ -159,10 +193,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--audio", choices=("passthrough", "pcm16"), default="passthrough")
     demo.add_argument("--dialect", choices=("ga", "beta"), default="ga")
     demo.add_argument("-v", "--verbose", action="store_true")
+    demo.add_argument(
+        "--browser",
+        action="store_true",
+        help="serve the softphone on 127.0.0.1 with the simulated agent and print its URL",
+    )
     demo.set_defaults(func=cmd_demo)
 
-    calls = sub.add_parser("calls", help="recent calls; 'calls show CA...' for a transcript")
-    calls.add_argument("rest", nargs=argparse.REMAINDER)
+    calls = sub.add_parser(
+        "calls",
+        help="recent calls; 'calls show CA...' for a transcript",
+        description="Recorded calls from DATABASE_URL, newest first (costs are estimates).",
+    )
+    add_calls_arguments(calls)
     calls.set_defaults(func=cmd_calls)
 
     call = sub.add_parser("call", help="place an outbound call connected to this bridge")

@@ -31,6 +31,10 @@ _AGENT_KEYS = (
     "turn_detection",
     "tools",
     "transcription_model",
+    "dtmf_length",
+    "on_model_failure",
+    "fallback_number",
+    "model_retry_s",
 )
 _TURN_KEYS = (
     "type",
@@ -77,13 +81,6 @@ class AgentDirectory:
         """The agent for the called number (Twilio's ``To``); the default when unrouted."""
         name = self.routes.get(_normalize_number(to)) if to else None
         return self.agents[name or self.default]
-
-    def by_name(self, name: str) -> AgentConfig:
-        """The agent called ``name``; KeyError naming the known agents otherwise."""
-        try:
-            return self.agents[name]
-        except KeyError:
-            raise KeyError(f"no agent named {name!r}; known agents: {self.names()}") from None
 
     def names(self) -> list[str]:
         return list(self.agents)
@@ -300,6 +297,31 @@ class _Loader:
                 changes["transcription_model"] = (
                     None if value.strip() in ("", "none") else value.strip()
                 )
+        if "dtmf_length" in table:
+            length = table["dtmf_length"]
+            if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= 64:
+                self.problem(f"{prefix}.dtmf_length", "must be a whole number from 1 to 64")
+            else:
+                changes["dtmf_length"] = length
+        if "on_model_failure" in table:
+            value = self.string(f"{prefix}.on_model_failure", table["on_model_failure"])
+            if value is not None and value not in ("hang_up", "transfer", "retry"):
+                self.problem(
+                    f"{prefix}.on_model_failure", "must be one of: hang_up, transfer, retry"
+                )
+            elif value is not None:
+                changes["on_model_failure"] = value
+        if "fallback_number" in table:
+            value = self.string(f"{prefix}.fallback_number", table["fallback_number"])
+            if value is not None:
+                changes["fallback_number"] = value.strip() or None
+        if "model_retry_s" in table:
+            seconds = table["model_retry_s"]
+            whole = isinstance(seconds, int) and not isinstance(seconds, bool)
+            if not whole or not 1 <= seconds <= 3600:
+                self.problem(f"{prefix}.model_retry_s", "must be a whole number from 1 to 3600")
+            else:
+                changes["model_retry_s"] = seconds
         if "tools" in table:
             tools = self.tools(f"{prefix}.tools", table["tools"])
             if tools is not None:

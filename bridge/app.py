@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hmac
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import NoReturn
 from urllib.parse import parse_qsl
 
@@ -21,10 +22,15 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from bridge.call.asgi_socket import AsgiCallerSocket
 from bridge.config import ConfigError, Settings, http_url, load_settings, startup_problems
-from bridge.services import STREAM_TOKEN_PARAM, BridgeServices, agent_directory
+from bridge.logs import bind_call
+from bridge.metrics import CONTENT_TYPE_LATEST
+from bridge.operator.routes import install as install_operator
+from bridge.operator.routes import operator_routes
+from bridge.services import BridgeServices, agent_directory
 from bridge.twilio.security import SIGNATURE_HEADER, validate_http_request, validate_websocket
-from bridge.twilio.twiml import busy_twiml, connect_stream_twiml
+from bridge.twilio.twiml import PARAM_TOKEN, busy_twiml, connect_stream_twiml
 
 log = logging.getLogger("bridge")
 
@@ -60,7 +66,7 @@ async def _signed_form(request: Request, path: str) -> dict[str, str] | None:
     ):
         return form
     log.warning("rejected %s webhook with a missing or invalid Twilio signature", path)
-    services.metrics.calls_rejected["bad_signature"] += 1
+    services.metrics.reject("bad_signature")
     return None
 
 
@@ -74,16 +80,17 @@ async def twiml(request: Request) -> Response:
         # 503 makes Twilio use the number's fallback URL (another instance).
         return PlainTextResponse("draining", status_code=503, headers={"Retry-After": "5"})
     if services.at_capacity:
-        services.metrics.calls_rejected["capacity"] += 1
+        services.metrics.reject("capacity")
         if services.settings.overflow == "fallback":
             return PlainTextResponse("at capacity", status_code=503)
         return Response(busy_twiml(), media_type=XML)
     settings = services.settings
     call_sid = form.get("CallSid", "")
+    bind_call(call_sid)
     parameters = {k: form[k] for k in ("From", "To", "CallSid") if form.get(k)}
     if call_sid:
         services.admit(call_sid)
-        parameters[STREAM_TOKEN_PARAM] = services.mint_stream_token(call_sid)
+        parameters[PARAM_TOKEN] = services.mint_stream_token(call_sid)
         if settings.preconnect:
             services.connector.preconnect(call_sid)
     assert settings.stream_url is not None and settings.public_url is not None
@@ -137,7 +144,7 @@ async def media_stream(websocket: WebSocket) -> None:
         assert settings.stream_url is not None
         signature = websocket.headers.get(SIGNATURE_HEADER)
         if not validate_websocket(token, settings.stream_url, signature):
-            services.metrics.calls_rejected["bad_ws_signature"] += 1
+            services.metrics.reject("bad_ws_signature")
             log.warning("refused a Media Stream upgrade with a missing or invalid signature")
             await websocket.close(code=1008)  # before accept: the handshake gets HTTP 403
             return
@@ -147,8 +154,18 @@ async def media_stream(websocket: WebSocket) -> None:
     if services.draining:
         await websocket.close(code=1013)
         return
-    await websocket.accept()
-    await services.serve_stream(websocket)
+    # Sockets whose stream has not started are capped (bridge/twilio/stream_guard.py): a
+    # replayed upgrade signature cannot pile them up.  The core ends each one that has no
+    # start within BRIDGE_START_TIMEOUT_S.
+    socket = AsgiCallerSocket(websocket)
+    if not services.pending.try_admit(socket):
+        await websocket.close(code=1013)  # before accept: the handshake gets HTTP 403
+        return
+    try:
+        await websocket.accept()
+        await services.serve_stream(socket)
+    finally:
+        services.pending.release(socket)
 
 
 async def healthz(request: Request) -> Response:
@@ -159,13 +176,54 @@ async def healthz(request: Request) -> Response:
     )
 
 
+async def livez(request: Request) -> Response:
+    """Liveness: the event loop answers.  Never 503 for a drain (unlike ``/healthz``):
+    an orchestrator that restarts a draining process kills the calls it is finishing."""
+    return JSONResponse({"status": "alive", "calls": len(_services(request).active)})
+
+
 async def metrics(request: Request) -> Response:
+    """``/metrics`` on the public port: only with ``BRIDGE_METRICS_TOKEN`` as a bearer token.
+
+    Without a token configured it is not there at all (404): the public port is Twilio's,
+    and call counts are nobody else's business.  ``BRIDGE_METRICS_PORT`` serves the same
+    registry on a separate, private listener instead."""
     services = _services(request)
-    gauges: dict[str, float] = {"model_preconnected": services.connector.warm_count}
-    if services.store is not None:
-        stats = services.store.stats
-        gauges["store_pending_records"] = getattr(stats, "pending", 0)
-    return PlainTextResponse(services.metrics.render(gauges))
+    token = services.settings.metrics_token
+    if token is None:
+        return PlainTextResponse("not found", status_code=404)
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), token.reveal().encode()
+    ):
+        return PlainTextResponse(
+            "unauthorized", status_code=401, headers={"WWW-Authenticate": "Bearer"}
+        )
+    return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def start_metrics_listener(services: BridgeServices) -> Callable[[], None] | None:
+    """Serve the app's registry on ``BRIDGE_METRICS_PORT`` (prometheus-client's server).
+
+    A thread of its own, so a scrape never waits on the event loop and a busy loop
+    never fails a scrape; every value it reads is thread-safe (the library's locks, or
+    copies taken without mutating loop state).  Returns the function that stops it."""
+    port = services.settings.metrics_port
+    if port is None:
+        return None
+    from prometheus_client import start_http_server
+
+    server, thread = start_http_server(
+        port, addr=services.settings.metrics_host, registry=services.metrics.registry
+    )
+    log.info("metrics on http://%s:%d/metrics", services.settings.metrics_host, port)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return stop
 
 
 def build_services(settings: Settings) -> BridgeServices:
@@ -180,9 +238,9 @@ def build_services(settings: Settings) -> BridgeServices:
     if settings.twilio_account_sid and (
         settings.twilio_auth_token or (settings.twilio_api_key and settings.twilio_api_secret)
     ):
-        from bridge.twilio.calls import CallControl
+        from bridge.twilio.calls import TwilioCalls
 
-        calls = CallControl.from_settings(settings, base_url=settings.twilio_api_base_url)
+        calls = TwilioCalls.from_settings(settings, base_url=settings.twilio_api_base_url)
     return BridgeServices(
         settings,
         agents=agents,
@@ -219,7 +277,14 @@ def create_app(
                 _refuse(list(getattr(exc, "problems", None) or [str(exc)]))
         assert services is not None
         app.state.services = services
+        # The softphone and console exist only with BRIDGE_OPERATOR_TOKEN (else 404).
+        app.state.operator = install_operator(services)
         await services.start()
+        try:
+            stop_metrics = start_metrics_listener(services)
+        except OSError as exc:
+            await services.close()
+            _refuse([f"BRIDGE_METRICS_PORT={services.settings.metrics_port}: {exc.strerror}"])
         _freeze_startup_heap()
         if services.settings.twilio_auth_token is None:
             log.warning(
@@ -230,6 +295,8 @@ def create_app(
             yield
         finally:
             await services.close(grace_s=shutdown_grace_s)
+            if stop_metrics is not None:
+                stop_metrics()
 
     return Starlette(
         routes=[
@@ -238,7 +305,9 @@ def create_app(
             Route("/stream-status", stream_status, methods=["POST"]),
             WebSocketRoute("/media-stream", media_stream),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/livez", livez, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            *operator_routes(),
         ],
         lifespan=lifespan,
     )
@@ -280,7 +349,13 @@ def __getattr__(name: str) -> Starlette:
     problems = startup_problems(settings)
     if problems:
         _refuse(problems)
-    logging.basicConfig(level=getattr(logging, settings.log_level, logging.INFO))
-    application = create_app(settings)
+    from bridge.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        services = build_services(settings)
+    except Exception as exc:  # noqa: BLE001 - a config problem: one line, no traceback
+        _refuse(list(getattr(exc, "problems", None) or [str(exc)]))
+    application = create_app(settings, services)
     globals()["app"] = application
     return application

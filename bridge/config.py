@@ -88,6 +88,14 @@ class AgentConfig:
     turn_detection: TurnDetection = field(default_factory=TurnDetection)
     transcription_model: str | None = "gpt-4o-transcribe"
     tools: tuple[str, ...] = ()
+    dtmf_length: int | None = None
+    """Digits in a complete keypad entry (an account number...): the agent answers then,
+    without waiting for ``#`` or a pause."""
+    on_model_failure: Literal["hang_up", "transfer", "retry"] = "hang_up"
+    """When the model cannot be reached: apologise and hang up, apologise and transfer to
+    ``fallback_number``, or keep retrying for ``model_retry_s`` (then hang up)."""
+    fallback_number: str | None = None
+    model_retry_s: int = 60
 
 
 @dataclass(frozen=True)
@@ -117,13 +125,38 @@ class Settings:
     agents_file: str | None = None
     log_level: str = "INFO"
     overflow: Literal["busy", "fallback"] = "busy"
+    json_codec: Literal["stdlib", "orjson"] = "stdlib"
     tool_filler_after_ms: int = 3000
     tool_filler_instructions: str | None = None
     preconnect: bool = True
+    #: This replica's own Media Streams URL (a fleet routes it to this replica, so the
+    #: stream reaches the socket the webhook pre-opened); default: PUBLIC_URL's.
+    replica_stream_url: str | None = None
+    metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"
+    metrics_token: Secret | None = None
+    log_format: Literal["text", "json"] = "text"
+    allow_http: bool = False
+    #: When the shared replay ledger (the database) cannot answer: ``refuse`` the stream
+    #: (single use holds fleet-wide) or accept on this replica's memory (``local``).
+    replay_outage: Literal["refuse", "local"] = "refuse"
+    max_pending_streams: int = 500
+    start_timeout_s: float = 5.0
+    reconnect: bool = True
+    reconnect_budget_s: float = 10.0
+    filler_after_ms: int = 1200
+    rollover_after_s: float = 3300.0
+    filler_audio: str | None = None
+    apology_audio: str | None = None
+    operator_token: Secret | None = None
+    recordings_dir: str | None = None
+    recordings_retention_days: int = 30
 
     @property
     def stream_url(self) -> str | None:
         """The ``wss://`` Media Streams URL Twilio connects to, derived from PUBLIC_URL."""
+        if self.replica_stream_url:
+            return self.replica_stream_url
         if not self.public_url:
             return None
         return websocket_url(self.public_url, "/media-stream")
@@ -241,6 +274,20 @@ def load_turn_detection(read: _Reader) -> TurnDetection:
     )
 
 
+def _prompt_file(read: _Reader, name: str) -> str | None:
+    """A configured prompt file, checked now so a bad one stops start-up, not a call."""
+    path = read.text(name)
+    if path is None:
+        return None
+    from bridge.audio.prompts import PromptFileError, load_prompt
+
+    try:
+        load_prompt(path)
+    except PromptFileError as exc:
+        read.problems.append(f"{name}: {exc}")
+    return path
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise :class:`ConfigError` listing all problems."""
     read = _Reader(os.environ if env is None else env)
@@ -253,7 +300,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         turn_detection=load_turn_detection(read),
         transcription_model=None if transcription == "none" else transcription,
         tools=tuple(t.strip() for t in (read.text("AGENT_TOOLS") or "").split(",") if t.strip()),
+        on_model_failure=read.choice(  # type: ignore[arg-type]
+            "AGENT_ON_MODEL_FAILURE", ("hang_up", "transfer", "retry"), "hang_up"
+        ),
+        fallback_number=read.text("AGENT_FALLBACK_NUMBER"),
+        model_retry_s=read.integer("AGENT_MODEL_RETRY_S", 60, 1, 3600),
     )
+    if agent.on_model_failure == "transfer" and not agent.fallback_number:
+        read.problems.append(
+            "AGENT_ON_MODEL_FAILURE=transfer needs AGENT_FALLBACK_NUMBER (a number in "
+            "TRANSFER_NUMBERS)"
+        )
     transfer = tuple(
         n.strip() for n in (read.text("TRANSFER_NUMBERS") or "").split(",") if n.strip()
     )
@@ -291,14 +348,63 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         tapes_gzip=read.boolean("BRIDGE_TAPES_GZIP", False),
         agents_file=read.text("BRIDGE_AGENTS_FILE"),
         overflow=read.choice("BRIDGE_OVERFLOW", ("busy", "fallback"), "busy"),  # type: ignore[arg-type]
+        json_codec=read.choice("BRIDGE_JSON_CODEC", ("stdlib", "orjson"), "stdlib"),  # type: ignore[arg-type]
         preconnect=read.boolean("BRIDGE_PRECONNECT", True),
+        max_pending_streams=read.integer("BRIDGE_MAX_PENDING_STREAMS", 500, 1, 1_000_000),
+        start_timeout_s=read.number("BRIDGE_START_TIMEOUT_S", 5.0, 0.1, 120.0),
+        reconnect=read.boolean("BRIDGE_RECONNECT", True),
+        reconnect_budget_s=read.number("BRIDGE_RECONNECT_BUDGET_S", 10.0, 0.5, 600.0),
+        filler_after_ms=read.integer("BRIDGE_FILLER_AFTER_MS", 1200, 0, 60_000),
+        rollover_after_s=read.number("BRIDGE_ROLLOVER_AFTER_S", 3300.0, 5.0, 24 * 3600.0),
+        filler_audio=_prompt_file(read, "BRIDGE_FILLER_AUDIO"),
+        apology_audio=_prompt_file(read, "BRIDGE_APOLOGY_AUDIO"),
+        operator_token=read.secret("BRIDGE_OPERATOR_TOKEN"),
+        recordings_dir=read.text("BRIDGE_RECORDINGS_DIR"),
+        recordings_retention_days=read.integer("BRIDGE_RECORDINGS_RETENTION_DAYS", 30, 0, 36500),
         tool_filler_after_ms=read.integer("TOOL_FILLER_AFTER_MS", 3000, 0, 600_000),
         tool_filler_instructions=read.text("TOOL_FILLER_INSTRUCTIONS"),
         log_level=read.choice("LOG_LEVEL", ("debug", "info", "warning", "error"), "info").upper(),
+        replica_stream_url=read.url("BRIDGE_REPLICA_STREAM_URL", None, ("wss", "ws")),
+        metrics_port=_optional_port(read, "BRIDGE_METRICS_PORT"),
+        metrics_host=read.text("BRIDGE_METRICS_HOST", "0.0.0.0") or "0.0.0.0",
+        metrics_token=read.secret("BRIDGE_METRICS_TOKEN"),
+        log_format=read.choice("LOG_FORMAT", ("text", "json"), "text"),  # type: ignore[arg-type]
+        allow_http=read.boolean("BRIDGE_ALLOW_HTTP", False),
+        replay_outage=read.choice("BRIDGE_REPLAY_OUTAGE", ("refuse", "local"), "refuse"),  # type: ignore[arg-type]
     )
     if read.problems:
         raise ConfigError(read.problems)
     return settings
+
+
+def _optional_port(read: _Reader, name: str) -> int | None:
+    if read.text(name) is None:
+        return None
+    return read.integer(name, 0, 1, 65535) or None
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def plain_http_problems(settings: Settings) -> list[str]:
+    """``http://`` gives a ``ws://`` stream URL, which Twilio will not connect to.
+
+    Loopback hosts are fine (local tests and the demo, which Twilio never reaches), and
+    ``BRIDGE_ALLOW_HTTP=1`` says so explicitly for a private test fleet behind a proxy."""
+    problems = []
+    for name, url, secure in (
+        ("PUBLIC_URL", settings.public_url, "https"),
+        ("BRIDGE_REPLICA_STREAM_URL", settings.replica_stream_url, "wss"),
+    ):
+        if not url or settings.allow_http:
+            continue
+        parts = urlsplit(url)
+        if parts.scheme != secure and (parts.hostname or "") not in LOOPBACK_HOSTS:
+            problems.append(
+                f"{name} must start with {secure}:// - Twilio only connects Media Streams "
+                f"over wss:// (set BRIDGE_ALLOW_HTTP=1 for a private test setup)"
+            )
+    return problems
 
 
 def require_for_serving(settings: Settings) -> list[str]:
@@ -322,6 +428,13 @@ def startup_problems(settings: Settings) -> list[str]:
             "TWILIO_AUTH_TOKEN is required: without it nobody can check that requests come "
             "from Twilio. For local experiments only, set BRIDGE_INSECURE_DEV=1"
         )
+    token = settings.operator_token
+    if token is not None and len(token.reveal()) < 16:
+        problems.append(
+            "BRIDGE_OPERATOR_TOKEN is too short: use at least 16 random characters "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+        )
     if settings.twilio_api_key and not settings.twilio_api_secret:
         problems.append("TWILIO_API_KEY is set but TWILIO_API_SECRET is not")
+    problems += plain_http_problems(settings)
     return problems

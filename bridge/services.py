@@ -1,56 +1,41 @@
-"""The composition root: everything a running bridge shares between calls.
+"""The composition root: everything one running bridge process shares between calls.
 
-Built once from :class:`~bridge.config.Settings`; the relay talks to it
-through the small :class:`~bridge.relay.CallHooks` interface, so the relay
-stays ignorant of stores, agents, tokens and REST clients.  It also owns the
-set of live calls, the one ticker that drives every call's timers, and the
-draining flag used on shutdown.
+Built once from :class:`~bridge.config.Settings`.  It wires the collaborators
+(agents, stream tokens, the model backend, the store, Twilio REST, metrics)
+and runs each accepted stream as a :class:`~bridge.call.relay.CallRelay`.  It
+holds no call rules (those are in ``bridge.core``), no admission policy
+(``bridge.admission``) and no effects of its own (``bridge.hooks``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import time
-from dataclasses import asdict, replace
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from bridge.admission import Admission
 from bridge.agents import AgentDirectory, load_agents
-from bridge.config import AgentConfig, Settings
-from bridge.core.actions import (
-    Action,
-    CallControl,
-    EndCall,
-    RunTool,
-    StreamStarted,
-    TranscriptLine,
-    Usage,
-)
-from bridge.core.session import CallSession, SessionConfig
+from bridge.call.backend import ModelBackend, ModelConnection
+from bridge.config import AgentConfig, ConfigError, Settings
+from bridge.core.call import Call
+from bridge.core.stream import StreamInfo
+from bridge.hooks import ServiceHooks
+from bridge.jsoncodec import json_loads
+from bridge.logs import call_log_context
 from bridge.metrics import Metrics
+from bridge.realtime.backend import RealtimeBackend
 from bridge.realtime.connection import ModelConnector, ModelEndpoint
 from bridge.realtime.dialects import DialectSpec, dialect_for
-from bridge.tools import ToolContext, ToolRegistry
-from bridge.tools.builtins import build_registry
-from bridge.twilio.media import StreamInfo
-from bridge.twilio.stream_token import StreamTokens
-from bridge.twilio.twiml import PARAM_TOKEN
+from bridge.twilio.media import TwilioMediaProtocol
+from bridge.twilio.stream_guard import PendingStreams
+from bridge.twilio.stream_token import LocalClaims, StreamTokens, TokenClaims
 
 if TYPE_CHECKING:
-    from starlette.websockets import WebSocket
-    from websockets.asyncio.client import ClientConnection
-
-    from bridge.relay import CallRelay
+    from bridge.call.leg import CallerProtocol, CallerSocket
+    from bridge.call.relay import CallRelay, TapeSink
     from bridge.store.callstore import CallStore
-    from bridge.twilio.calls import CallControl as TwilioCalls
-
-log = logging.getLogger("bridge")
-
-STREAM_TOKEN_PARAM = PARAM_TOKEN
-#: How long a webhook-admitted call holds a place before its stream must start.
-ADMISSION_TTL_S = 15.0
+    from bridge.twilio.calls import TwilioCalls
 
 
 def default_tools(agent: AgentConfig, settings: Settings) -> tuple[str, ...]:
@@ -73,6 +58,55 @@ def agent_directory(settings: Settings) -> AgentDirectory:
     return AgentDirectory.single(base)
 
 
+def check_fallback_numbers(agents: AgentDirectory, settings: Settings) -> None:
+    """A fallback transfer goes only to an allowed number, like the agent's own transfers."""
+    allowed = set(settings.transfer_numbers) | set(agents.transfer_labels.values())
+    problems = [
+        f"agent {agent.name!r}: fallback_number {agent.fallback_number!r} is not in "
+        "TRANSFER_NUMBERS or the agents file's [transfer] table"
+        for agent in agents.agents.values()
+        if agent.on_model_failure == "transfer" and agent.fallback_number not in allowed
+    ]
+    if problems:
+        raise ConfigError(problems)
+
+
+def tokens_ledger(store: CallStore | None) -> TokenClaims:
+    """Where used stream tokens are remembered: the store's database, else this process."""
+    if store is None:
+        return LocalClaims()
+    from bridge.store.claims import StoreClaims
+
+    return StoreClaims(store.backend)
+
+
+class MeteredBackend:
+    """A model backend whose connects are measured: time, pre-connect hits, reconnects."""
+
+    def __init__(self, backend: ModelBackend, connector: ModelConnector, metrics: Metrics):
+        self.backend = backend
+        self.connector = connector
+        self.metrics = metrics
+        self._connected: set[str] = set()  # calls that have had a model connection
+
+    async def connect(self, info: StreamInfo) -> ModelConnection:
+        metrics = self.metrics
+        started = time.perf_counter()
+        if info.call_sid in self._connected:
+            metrics.model_reconnects.inc()
+        else:
+            hit = self.connector.is_warm(info.call_sid)
+            metrics.preconnect.labels("hit" if hit else "miss").inc()
+        connection = await self.backend.connect(info)
+        metrics.model_connect_seconds.observe(time.perf_counter() - started)
+        metrics.model_connects.inc()
+        self._connected.add(info.call_sid)
+        return connection
+
+    def forget(self, call_sid: str) -> None:
+        self._connected.discard(call_sid)
+
+
 class BridgeServices:
     """Shared state and collaborators of one bridge process."""
 
@@ -83,17 +117,15 @@ class BridgeServices:
         agents: AgentDirectory | None = None,
         store: CallStore | None = None,
         calls: TwilioCalls | None = None,
-        tick_ms: int = 100,
     ) -> None:
         self.settings = settings
         self.dialect: DialectSpec = dialect_for(settings.dialect, settings.realtime_url)
-        if agents is None:
-            agents = agent_directory(settings)
-        self.agents = agents
-        self._registries: dict[str, ToolRegistry] = {
-            name: build_registry(agent.tools) for name, agent in agents.agents.items()
-        }
+        self.agents = agents if agents is not None else agent_directory(settings)
+        check_fallback_numbers(self.agents, settings)
         self.tokens = StreamTokens.from_auth_token(settings.twilio_auth_token)
+        # Replay memory: the shared store when there is one (a fleet shares its database),
+        # else this process's memory.
+        self.claims: TokenClaims = tokens_ledger(store)
         self.connector = ModelConnector(
             ModelEndpoint(
                 url=settings.realtime_url,
@@ -102,22 +134,104 @@ class BridgeServices:
                 api_key=settings.openai_api_key,
             )
         )
+        self.json_loads = json_loads(settings.json_codec)
         self.store = store
         self.calls = calls
         self.metrics = Metrics()
+        self.metered = MeteredBackend(
+            RealtimeBackend(self.connector, self.dialect, settings.audio_mode, self.json_loads),
+            self.connector,
+            self.metrics,
+        )
+        self.backend: ModelBackend = self.metered
+        self.admission = Admission(settings.max_calls)
+        self.hooks = ServiceHooks(
+            settings,
+            self.agents,
+            self.tokens,
+            self.claims,
+            self.admission,
+            self.metrics,
+            store,
+            calls,
+        )
         self.active: set[CallRelay] = set()
-        self.draining = False
-        self.tick_ms = tick_ms
-        self._ticker: asyncio.Task[None] | None = None
-        self._turn_seq: dict[str, int] = {}
-        self._admitted: dict[str, float] = {}
+        self.pending = PendingStreams(settings.max_pending_streams)
+        self.hooks.pending = self.pending
+        #: Per-call observers (the operator console, recordings): each factory gets the
+        #: call and the caller's socket and returns a ``TapeSink`` or None.
+        self.call_sinks: list[Callable[[Call, CallerProtocol], TapeSink | None]] = []
+        self._export_live_gauges()
+
+    def _export_live_gauges(self) -> None:
+        """Gauges read at scrape time from the state that already holds them."""
+        m = self.metrics
+        m.gauge("calls_active", "Calls in progress on this replica", lambda: len(self.active))
+        m.gauge(
+            "calls_admitted",
+            "Calls answered by the webhook whose stream has not started yet",
+            self.admission.admitted_now,
+        )
+        m.gauge("max_calls", "BRIDGE_MAX_CALLS (per replica)", lambda: self.settings.max_calls)
+        m.gauge("draining", "1 while draining after SIGTERM", lambda: int(self.draining))
+        m.gauge(
+            "model_preconnected",
+            "Model sockets pre-opened by the webhook, not yet taken",
+            lambda: self.connector.warm_count,
+        )
+        m.gauge(
+            "streams_pending",
+            "Media Stream sockets accepted and waiting for a valid start",
+            lambda: self.pending.count,
+        )
+        m.counts(
+            "model_preconnect",
+            "Model sockets pre-opened at the webhook, by outcome",
+            "outcome",
+            lambda: self.connector.stats,
+        )
+        m.counts(
+            "streams_pending_outcome",
+            "Media Stream sockets that waited for a start, by outcome",
+            "outcome",
+            lambda: self.pending.stats,
+        )
+        m.gauge(
+            "stream_tokens_remembered",
+            "Used stream tokens in this process's memory",
+            lambda: self.tokens.remembered,
+        )
+        if self.store is not None:
+            store = self.store
+            m.gauge(
+                "store_pending_records",
+                "Call records queued, not yet written (the store backlog)",
+                lambda: store.stats.pending,
+            )
+            m.gauge(
+                "store_failing",
+                "1 while the call-record database is failing (records are held)",
+                lambda: int(store.stats.failing),
+            )
+            m.gauge(
+                "store_dropped_records",
+                "Records dropped: queue overflow plus rows the database refused",
+                lambda: store.stats.dropped_overflow + store.stats.dropped_bad,
+            )
 
     # ------------------------------------------------------------- lifecycle
+
+    @property
+    def draining(self) -> bool:
+        return self.admission.draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self.admission.draining = value
 
     async def start(self) -> None:
         if self.store is not None:
             await self.store.start()
-        self._ticker = asyncio.create_task(self._tick_forever(), name="bridge-ticker")
 
     async def drain(self, grace_s: float) -> None:
         """Refuse new calls, let live ones finish for ``grace_s``, then end the rest."""
@@ -126,251 +240,87 @@ class BridgeServices:
         while self.active and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         for relay in list(self.active):
-            await relay.end("shutdown", "the bridge is shutting down")
-        # Give the relays a moment to close their sockets.
-        for _ in range(20):
+            relay.end("shutdown", "the bridge is shutting down")
+        for _ in range(20):  # give the relays a moment to close their sockets
             if not self.active:
                 break
             await asyncio.sleep(0.05)
 
     async def close(self, grace_s: float = 0.0) -> None:
-        """Drain, then release the ticker, pre-opened connections, store and REST client."""
+        """Drain, then release pre-opened connections, the store and the REST client."""
         await self.drain(grace_s)
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
         await self.connector.close()
+        close_claims = getattr(self.claims, "close", None)
+        if close_claims is not None:
+            await close_claims()
         if self.store is not None:
             await self.store.close()
         if self.calls is not None:
             self.calls.close()
 
-    async def _tick_forever(self) -> None:
-        """One timer for every call: cheaper than a sleeping task per call."""
-        interval = self.tick_ms / 1000
-        while True:
-            await asyncio.sleep(interval)
-            for relay in list(self.active):
-                try:
-                    await relay.tick()
-                except Exception:  # a fault in one call never touches another
-                    log.exception("call %s: tick failed", relay.call_sid)
-
     # ------------------------------------------------------------------ calls
 
     @property
     def at_capacity(self) -> bool:
-        """Live calls plus calls answered by the webhook whose stream has not started yet.
-
-        Counting the admitted-but-not-started calls keeps a burst of incoming calls from
-        all passing the check before any of their streams arrives."""
-        return len(self.active) + self._admitted_count() >= self.settings.max_calls
+        return self.admission.at_capacity
 
     def admit(self, call_sid: str) -> None:
-        """The webhook answered ``call_sid`` with a stream: hold its place for a while."""
-        self._admitted[call_sid] = time.monotonic() + ADMISSION_TTL_S
-
-    def _admitted_count(self) -> int:
-        now = time.monotonic()
-        for sid in [s for s, until in self._admitted.items() if until < now]:
-            del self._admitted[sid]
-        return len(self._admitted)
-
-    def new_session(self) -> CallSession:
-        return CallSession(self.session_config(self.agents.for_number(None)))
-
-    def session_config(self, agent: AgentConfig | StreamInfo) -> SessionConfig:
-        if isinstance(agent, StreamInfo):
-            agent = self.agent_for(agent)
-        registry = self._registry(agent)
-        config = SessionConfig(
-            agent=agent,
-            dialect=self.dialect,
-            audio_mode=self.settings.audio_mode,
-            model=self.settings.realtime_model,
-            tools=tuple(registry.definitions()),
-            max_call_ms=self.settings.max_call_seconds * 1000,
-            tool_filler_after_ms=self.settings.tool_filler_after_ms or None,
-        )
-        if self.settings.tool_filler_instructions:
-            config = replace(
-                config, tool_filler_instructions=self.settings.tool_filler_instructions
-            )
-        return config
-
-    def _registry(self, agent: AgentConfig) -> ToolRegistry:
-        """The agent's tools, built once per profile at start-up."""
-        registry = self._registries.get(agent.name)
-        if registry is None:
-            registry = self._registries[agent.name] = build_registry(agent.tools)
-        return registry
-
-    def agent_for(self, info: StreamInfo) -> AgentConfig:
-        params = info.custom_parameters
-        name = params.get("agent")
-        if name and name in self.agents.agents:
-            return self.agents.agents[name]
-        return self.agents.for_number(params.get("To"))
+        self.admission.admit(call_sid)
 
     def mint_stream_token(self, call_sid: str) -> str:
         return self.tokens.mint(call_sid, time.time())
 
-    # ---------------------------------------------------------- CallHooks
+    def new_call(self) -> Call:
+        """A call for a socket just accepted; its agent is chosen when the stream starts."""
+        config = self.hooks.call_config(self.agents.for_number(None))
+        codec = None
+        if config.audio_mode != "passthrough":
+            from bridge.audio.transcoder import Pcm16Transcoder
 
-    def authorise(self, info: StreamInfo) -> str | None:
-        if self.settings.insecure_dev and not self.settings.twilio_auth_token:
-            log.warning(
-                "call %s: BRIDGE_INSECURE_DEV=1 - stream accepted without verification",
-                info.call_sid,
-            )
-            return None
-        check = self.tokens.verify(
-            info.custom_parameters.get(STREAM_TOKEN_PARAM), info.call_sid, time.time()
-        )
-        if check.ok:
-            return None
-        self.metrics.calls_rejected[f"stream_token_{check.reason}"] += 1
-        return f"stream token {check.reason}"
+            codec = Pcm16Transcoder()
+        return Call(config, codec)
 
-    async def connect_model(self, info: StreamInfo) -> ClientConnection:
-        started = time.monotonic()
-        connection = await self.connector.take(info.call_sid)
-        self.metrics.model_connect_ms_sum += int((time.monotonic() - started) * 1000)
-        self.metrics.model_connect_count += 1
-        return connection
+    async def serve_stream(
+        self, socket: CallerSocket, leg: CallerProtocol | None = None
+    ) -> str:
+        """Run one accepted caller stream (Twilio Media Streams by default) to its end."""
+        from bridge.call.relay import CallRelay
 
-    async def run_tool(
-        self, info: StreamInfo, config: SessionConfig, action: RunTool
-    ) -> tuple[str, dict[str, Any] | None]:
-        registry = self._registry(config.agent)
-        params = info.custom_parameters
-        context = ToolContext(
-            call_sid=info.call_sid,
-            stream_sid=info.stream_sid,
-            from_number=params.get("From"),
-            to_number=params.get("To"),
-            agent_name=config.agent.name,
-            custom_parameters={k: v for k, v in params.items() if k != STREAM_TOKEN_PARAM},
-            transfer_numbers=self.settings.transfer_numbers,
-            transfer_labels=self.agents.transfer_labels,
-        )
-        outcome = await registry.run(action.name, action.arguments, context)
-        self.metrics.tools["ok" if outcome.ok else "error"] += 1
-        if not outcome.ok:
-            log.info("call %s: tool %s failed: %s", info.call_sid, action.name, outcome.error)
-        control = asdict(outcome.control) if outcome.control is not None else None
-        return outcome.output, control
-
-    async def call_control(self, action: CallControl) -> None:
-        relay = next((r for r in self.active if r.call_sid == action.call_sid), None)
-        if self.calls is None:
-            if action.kind == "transfer":
-                raise RuntimeError(
-                    "transfer needs Twilio REST credentials (TWILIO_ACCOUNT_SID and "
-                    "TWILIO_AUTH_TOKEN or an API key pair)"
-                )
-            # Without REST credentials, closing the stream ends the call: <Connect> has
-            # no verb after it, so Twilio hangs up.
-            if relay is not None:
-                await relay.end("agent_hung_up", "closed the stream (no REST credentials)")
-            return
-        if action.kind == "hang_up":
-            await self.calls.hang_up(action.call_sid)
-        else:
-            assert action.target is not None
-            await self.calls.transfer(action.call_sid, action.target)
-        if relay is not None:
-            reason = "agent_hung_up" if action.kind == "hang_up" else "transferred"
-            # Twilio will send stop; end now anyway so the model socket closes promptly.
-            asyncio.get_running_loop().call_later(
-                2.0, lambda: asyncio.ensure_future(relay.end(reason, "after call control"))
-            )
-
-    def call_event(self, relay: CallRelay, action: Action) -> None:
-        store = self.store
-        info = relay.info
-        if isinstance(action, StreamStarted):
-            self._admitted.pop(action.info.call_sid, None)
-            params = action.info.custom_parameters
-            agent = self.agent_for(action.info)
-            log.info(
-                "call %s started (stream %s, agent %s)",
-                action.info.call_sid,
-                action.info.stream_sid,
-                agent.name,
-            )
-            if store is not None:
-                store.record_call_started(
-                    action.info.call_sid,
-                    stream_sid=action.info.stream_sid,
-                    from_number=params.get("From"),
-                    to_number=params.get("To"),
-                    agent=agent.name,
-                    audio_mode=self.settings.audio_mode,
-                    dialect=self.dialect.name,
-                    started_at=datetime.now(UTC),
-                )
-            return
-        if info is None:
-            return
-        if isinstance(action, TranscriptLine):
-            log.debug("call %s %s: %s", info.call_sid, action.speaker, action.text)
-            if store is not None:
-                seq = self._turn_seq.get(info.call_sid, 0) + 1
-                self._turn_seq[info.call_sid] = seq
-                store.record_turn(
-                    info.call_sid,
-                    seq,
-                    action.speaker,
-                    action.text,
-                    start_ms=action.start_ms,
-                    end_ms=action.end_ms,
-                    interrupted=action.interrupted,
-                )
-        elif isinstance(action, Usage):
-            if store is not None:
-                store.record_usage(
-                    info.call_sid,
-                    action.response_id,
-                    action.usage,
-                    audio_in_s=action.audio_in_ms / 1000,
-                    audio_out_s=action.audio_out_ms / 1000,
-                    status=action.status,
-                )
-        elif isinstance(action, EndCall):
-            self._turn_seq.pop(info.call_sid, None)
-            if store is not None:
-                store.record_call_ended(info.call_sid, action.reason)
-
-    # ----------------------------------------------------------- the relay
-
-    async def serve_stream(self, websocket: WebSocket) -> str:
-        """Run one accepted Media Stream to its end."""
-        from bridge.relay import CallRelay
-
-        tape = None
-        session = self.new_session()
+        call = self.new_call()
+        tape: TapeSink | None = None
         if self.settings.tapes_dir:
             from bridge.tapes.recorder import open_tape
 
-            tape = open_tape(self.settings, session)
+            tape = open_tape(self.settings, call)
+        leg = leg or TwilioMediaProtocol(self.json_loads)
+        sinks = [s for s in (make(call, leg) for make in self.call_sinks) if s]
+        if sinks:
+            from bridge.operator.tap import TeeSink
+
+            tape = TeeSink([tape, *sinks]) if tape is not None else TeeSink(sinks)
         relay = CallRelay(
-            websocket,
-            session,
-            self,
+            socket,
+            leg,
+            call,
+            self.backend,
+            self.hooks,
             tape=tape,
             max_frame_bytes=self.settings.max_message_bytes,
         )
         self.active.add(relay)
-        self.metrics.calls_active = len(self.active)
-        self.metrics.calls_started += 1
+        self.admission.live = len(self.active)
+        self.metrics.calls_started.inc()
+        call_log_context()  # this task and those the relay spawns log the call's ids
         try:
             return await relay.run()
         finally:
             self.active.discard(relay)
-            self.metrics.calls_active = len(self.active)
-            self.metrics.call_finished(relay.end_reason or "unknown", relay.session.stats)
+            self.admission.live = len(self.active)
+            if relay.info is not None:
+                self.metered.forget(relay.info.call_sid)
+            self.metrics.call_finished(relay.end_reason or "unknown", relay.call.stats)
+            for kind, count in relay.call.problems.counts.items():
+                self.metrics.protocol_problems.labels(kind[:80]).inc(count)
 
 
 def _agent_fields(agent: AgentConfig) -> dict[str, Any]:

@@ -1,4 +1,10 @@
-"""A tiny harness for driving ``CallSession`` with hand-written event sequences."""
+"""A tiny harness for driving the call core with hand-written event sequences.
+
+Frames go through the real wire protocols (Twilio Media Streams and Realtime
+parsers) into ``Call.handle``, and the selectors turn the typed actions back into
+wire messages with the real serialisers, so tests read in the protocols' terms.
+``Observed`` and ``WakeAt`` are left out of what the helpers return (they have
+their own tests); ``all_actions`` keeps everything."""
 
 from __future__ import annotations
 
@@ -7,9 +13,13 @@ import json
 from typing import Any
 
 from bridge.config import AgentConfig, TurnDetection
-from bridge.core.actions import Action, SendModel, SendTwilio
-from bridge.core.session import CallSession, SessionConfig
+from bridge.core import events as ev
+from bridge.core.actions import TO_CALLER, TO_MODEL, Action, Observed, WakeAt
+from bridge.core.call import Call
+from bridge.core.config import CallConfig
 from bridge.realtime.dialects import dialect_for
+from bridge.realtime.wire import RealtimeProtocol
+from bridge.twilio.media import TwilioMediaProtocol
 
 STREAM = "MZ00000000000000000000000000000001"
 CALL = "CA00000000000000000000000000000001"
@@ -27,20 +37,28 @@ class ScriptedCall:
         audio_mode: str = "passthrough",
         **config: Any,
     ) -> None:
+        agent_fields = {k: config.pop(k) for k in ("dtmf_length",) if k in config}
         agent = AgentConfig(
             greeting=greeting,
             turn_detection=TurnDetection(interrupt_response=interrupt_response),
+            **agent_fields,
         )
-        self.session = CallSession(
-            SessionConfig(
-                agent=agent,
-                dialect=dialect_for(dialect),  # type: ignore[arg-type]
-                audio_mode=audio_mode,  # type: ignore[arg-type]
-                **config,
-            )
+        codec = None
+        if audio_mode != "passthrough":
+            from bridge.audio.transcoder import Pcm16Transcoder
+
+            codec = Pcm16Transcoder()
+        self.core = Call(
+            CallConfig(agent=agent, audio_mode=audio_mode, **config),  # type: ignore[arg-type]
+            codec,
         )
+        self.leg = TwilioMediaProtocol()
+        self.wire = RealtimeProtocol(dialect_for(dialect), audio_mode)  # type: ignore[arg-type]
+        global _CURRENT
+        _CURRENT = self
         self.now = 0
         self.actions: list[Action] = []
+        self.all_actions: list[Action] = []
         self._event = 0
 
     # -- inputs ---------------------------------------------------------------
@@ -49,18 +67,29 @@ class ScriptedCall:
         self.now = now
         return self
 
+    def event(self, event: ev.Event) -> list[Action]:
+        """Hand one typed event to the core at the current time."""
+        out = self.core.handle(event, self.now)
+        self.all_actions += out
+        return self.feed([a for a in out if not isinstance(a, Observed | WakeAt)])
+
+    def twilio_frame(self, frame: str | bytes) -> list[Action]:
+        return self.event(self.leg.parse(frame))
+
+    def model_frame(self, frame: str | bytes) -> list[Action]:
+        return self.event(self.wire.parse(frame))
+
     def twilio(self, message: dict[str, Any]) -> list[Action]:
-        out = self.session.twilio_frame(json.dumps(message), self.now)
-        self.actions += out
-        return out
+        return self.twilio_frame(json.dumps(message))
 
     def model(self, type_: str, **fields: Any) -> list[Action]:
         self._event += 1
-        out = self.session.model_frame(
-            json.dumps({"type": type_, "event_id": f"ev_{self._event}", **fields}), self.now
+        return self.model_frame(
+            json.dumps({"type": type_, "event_id": f"ev_{self._event}", **fields})
         )
-        self.actions += out
-        return out
+
+    def tick(self) -> list[Action]:
+        return self.event(ev.TimerFired())
 
     def start(self) -> list[Action]:
         """connected + start + accept + model connected + session.updated."""
@@ -80,8 +109,8 @@ class ScriptedCall:
                 },
             }
         )
-        out += self.feed(self.session.accept_stream(self.now))
-        out += self.feed(self.session.model_connected(self.now))
+        out += self.event(ev.StreamAccepted())
+        out += self.event(ev.ModelConnected())
         fmt = {"type": "audio/pcmu"}
         out += self.model(
             "session.updated",
@@ -156,21 +185,29 @@ class ScriptedCall:
 
 # -- selectors ---------------------------------------------------------------
 
+_CURRENT: ScriptedCall | None = None
+
 
 def to_twilio(actions: list[Action], event: str | None = None) -> list[dict[str, Any]]:
-    return [
-        a.message
+    """What went to Twilio, as the JSON messages the serialiser writes."""
+    assert _CURRENT is not None
+    messages = [
+        json.loads(_CURRENT.leg.serialise(a))  # type: ignore[arg-type]
         for a in actions
-        if isinstance(a, SendTwilio) and (event is None or a.message["event"] == event)
+        if type(a) in TO_CALLER
     ]
+    return [m for m in messages if event is None or m["event"] == event]
 
 
 def to_model(actions: list[Action], type_: str | None = None) -> list[dict[str, Any]]:
-    return [
-        a.event
+    """What went to the model, as client events."""
+    assert _CURRENT is not None
+    events = [
+        _CURRENT.wire.client_event(a)  # type: ignore[arg-type]
         for a in actions
-        if isinstance(a, SendModel) and (type_ is None or a.event["type"] == type_)
+        if type(a) in TO_MODEL
     ]
+    return [e for e in events if type_ is None or e["type"] == type_]
 
 
 def marks(actions: list[Action]) -> list[str]:

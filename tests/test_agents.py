@@ -58,7 +58,7 @@ def problems_for(tmp_path: Path, text: str) -> list[str]:
 
 def test_profiles_override_and_inherit_from_the_base(tmp_path: Path) -> None:
     directory = load_agents(write(tmp_path, GOOD), BASE)
-    sales = directory.by_name("sales")
+    sales = directory.agents["sales"]
     assert sales.name == "sales"
     assert sales.voice == "coral"
     assert sales.instructions == "Sell things."
@@ -67,7 +67,7 @@ def test_profiles_override_and_inherit_from_the_base(tmp_path: Path) -> None:
     assert sales.turn_detection == TurnDetection(
         type="semantic_vad", eagerness="high", threshold=0.6, silence_duration_ms=700
     )
-    support = directory.by_name("support")
+    support = directory.agents["support"]
     assert support.voice == "alloy" and support.instructions == "Base instructions."
     assert support.greeting is None  # "" switches the base greeting off
     assert support.transcription_model is None
@@ -84,8 +84,7 @@ def test_routing_by_called_number_with_default(tmp_path: Path) -> None:
     assert directory.for_number("+15551230002").name == "support"
     assert directory.for_number("+19999999999").name == "support"
     assert directory.for_number(None).name == "support"
-    with pytest.raises(KeyError, match="known agents"):
-        directory.by_name("nobody")
+    assert "nobody" not in directory.agents
 
 
 def test_single_agent_file_needs_no_default(tmp_path: Path) -> None:
@@ -140,7 +139,7 @@ def test_typo_keys_are_errors_with_line_and_key_path(tmp_path: Path) -> None:
     assert problems_for(tmp_path, text) == [
         ":6: agent: unknown key (expected one of: agents, routes, default, transfer)",
         ":3: agents.sales.greetng: unknown key (expected one of: instructions, voice, greeting, "
-        "turn_detection, tools, transcription_model)",
+        "turn_detection, tools, transcription_model, dtmf_length)",
         ":4: agents.sales.turn_detection.treshold: unknown key (expected one of: type, "
         "threshold, silence_duration_ms, prefix_padding_ms, eagerness, create_response, "
         "interrupt_response)",

@@ -12,7 +12,7 @@ from twilio.rest import Client
 
 from bridge.config import Secret, Settings
 from bridge.sim.twilio_rest import TwilioRestSimulator
-from bridge.twilio.calls import CallControl, CallControlError, RebasedHttpClient
+from bridge.twilio.calls import CallControlError, RebasedHttpClient, TwilioCalls
 
 ACCOUNT = "AC" + "0" * 31 + "1"
 TOKEN = "tok-" + "7" * 28
@@ -26,8 +26,8 @@ async def sim() -> AsyncIterator[TwilioRestSimulator]:
 
 
 @pytest.fixture
-def control(sim: TwilioRestSimulator) -> Iterator[CallControl]:
-    control = CallControl(ACCOUNT, auth_token=Secret(TOKEN), base_url=sim.base_url)
+def control(sim: TwilioRestSimulator) -> Iterator[TwilioCalls]:
+    control = TwilioCalls(ACCOUNT, auth_token=Secret(TOKEN), base_url=sim.base_url)
     yield control
     control.close()
 
@@ -37,7 +37,7 @@ def call_path(sid: str) -> str:
 
 
 async def test_hang_up_sends_status_completed(
-    sim: TwilioRestSimulator, control: CallControl
+    sim: TwilioRestSimulator, control: TwilioCalls
 ) -> None:
     sid = sim.add_call()
     assert await control.hang_up(sid) is True
@@ -49,7 +49,7 @@ async def test_hang_up_sends_status_completed(
 
 
 async def test_hang_up_of_an_ended_call_is_success(
-    sim: TwilioRestSimulator, control: CallControl
+    sim: TwilioRestSimulator, control: TwilioCalls
 ) -> None:
     sid = sim.add_call(status="completed")
     assert await control.hang_up(sid) is False  # Twilio said 21220; the call is over
@@ -60,14 +60,14 @@ async def test_hang_up_of_an_ended_call_is_success(
     assert await control.hang_up(live) is False
 
 
-async def test_hang_up_unknown_call_is_an_error(control: CallControl) -> None:
+async def test_hang_up_unknown_call_is_an_error(control: TwilioCalls) -> None:
     with pytest.raises(CallControlError) as raised:
         await control.hang_up("CA" + "f" * 32)
     assert raised.value.status == 404 and raised.value.code == 20404
     assert "hang up" in str(raised.value)
 
 
-async def test_transfer_sends_dial_twiml(sim: TwilioRestSimulator, control: CallControl) -> None:
+async def test_transfer_sends_dial_twiml(sim: TwilioRestSimulator, control: TwilioCalls) -> None:
     sid = sim.add_call()
     await control.transfer(sid, "+15550100003")
     [request] = sim.requests
@@ -78,7 +78,7 @@ async def test_transfer_sends_dial_twiml(sim: TwilioRestSimulator, control: Call
     assert sim.calls[sid]["status"] == "in-progress"  # a redirect, not a hang-up
 
 
-async def test_transfer_to_sip(sim: TwilioRestSimulator, control: CallControl) -> None:
+async def test_transfer_to_sip(sim: TwilioRestSimulator, control: TwilioCalls) -> None:
     sid = sim.add_call()
     await control.transfer(sid, "sip:desk@pbx.example.com")
     root = ET.fromstring(sim.requests[0].form["Twiml"].encode())
@@ -86,7 +86,7 @@ async def test_transfer_to_sip(sim: TwilioRestSimulator, control: CallControl) -
 
 
 async def test_transfer_of_an_ended_call_says_so(
-    sim: TwilioRestSimulator, control: CallControl
+    sim: TwilioRestSimulator, control: TwilioCalls
 ) -> None:
     sid = sim.add_call(status="completed")
     with pytest.raises(CallControlError) as raised:
@@ -101,7 +101,7 @@ async def test_transfer_honours_the_allowlist(sim: TwilioRestSimulator) -> None:
         twilio_auth_token=Secret(TOKEN),
         transfer_numbers=("+15550100003",),
     )
-    control = CallControl.from_settings(settings, base_url=sim.base_url)
+    control = TwilioCalls.from_settings(settings, base_url=sim.base_url)
     sid = sim.add_call()
     with pytest.raises(CallControlError, match="TRANSFER_NUMBERS"):
         await control.transfer(sid, "+19005550100")
@@ -113,7 +113,7 @@ async def test_transfer_honours_the_allowlist(sim: TwilioRestSimulator) -> None:
 
 
 async def test_place_call_sends_the_right_request(
-    sim: TwilioRestSimulator, control: CallControl
+    sim: TwilioRestSimulator, control: TwilioCalls
 ) -> None:
     sid = await control.place_call(
         "+15550100009",
@@ -140,7 +140,7 @@ async def test_place_call_sends_the_right_request(
 
 
 async def test_place_call_without_status_callback(
-    sim: TwilioRestSimulator, control: CallControl
+    sim: TwilioRestSimulator, control: TwilioCalls
 ) -> None:
     await control.place_call("+15550100009", NUMBER, "https://bridge.example.com/twiml")
     assert set(sim.requests[0].form) == {"To", "From", "Url", "Method"}
@@ -149,7 +149,7 @@ async def test_place_call_without_status_callback(
 
 
 async def test_configure_number_looks_up_then_updates(
-    sim: TwilioRestSimulator, control: CallControl
+    sim: TwilioRestSimulator, control: TwilioCalls
 ) -> None:
     # Twilio's PhoneNumber filter is a pattern: "+15550100002" also matches this one.
     decoy = sim.add_number(NUMBER + "9")
@@ -178,7 +178,7 @@ async def test_configure_number_looks_up_then_updates(
 
 
 async def test_configure_number_warns_when_voice_url_would_be_ignored(
-    sim: TwilioRestSimulator, control: CallControl
+    sim: TwilioRestSimulator, control: TwilioCalls
 ) -> None:
     pn = sim.add_number(NUMBER)
     sim.numbers[pn]["voice_application_sid"] = "AP" + "1" * 32
@@ -189,7 +189,7 @@ async def test_configure_number_warns_when_voice_url_would_be_ignored(
 
 
 async def test_configure_unknown_number_is_a_clear_error(
-    sim: TwilioRestSimulator, control: CallControl
+    sim: TwilioRestSimulator, control: TwilioCalls
 ) -> None:
     sim.add_number("+15550100777")
     with pytest.raises(CallControlError, match="not an incoming number"):
@@ -199,7 +199,7 @@ async def test_configure_unknown_number_is_a_clear_error(
 
 async def test_api_key_credentials(sim: TwilioRestSimulator) -> None:
     key, secret = sim.add_api_key()
-    control = CallControl.from_settings(
+    control = TwilioCalls.from_settings(
         Settings(twilio_account_sid=ACCOUNT, twilio_api_key=key, twilio_api_secret=Secret(secret)),
         base_url=sim.base_url,
     )
@@ -213,7 +213,7 @@ async def test_bad_credentials_give_a_clear_error_without_secrets(
     sim: TwilioRestSimulator, operation: str
 ) -> None:
     wrong = "wrong-" + "9" * 26
-    control = CallControl(ACCOUNT, auth_token=Secret(wrong), base_url=sim.base_url)
+    control = TwilioCalls(ACCOUNT, auth_token=Secret(wrong), base_url=sim.base_url)
     with pytest.raises(CallControlError) as raised:
         if operation == "hang_up":
             await control.hang_up(sim.add_call())
@@ -229,26 +229,26 @@ async def test_bad_credentials_give_a_clear_error_without_secrets(
 
 def test_missing_credentials_are_listed() -> None:
     with pytest.raises(CallControlError) as raised:
-        CallControl.from_settings(Settings())
+        TwilioCalls.from_settings(Settings())
     message = str(raised.value)
     assert "TWILIO_ACCOUNT_SID" in message and "TWILIO_AUTH_TOKEN" in message
     with pytest.raises(CallControlError, match="together"):
-        CallControl(ACCOUNT, api_key="SK" + "1" * 32)
+        TwilioCalls(ACCOUNT, api_key="SK" + "1" * 32)
     with pytest.raises(CallControlError, match="starts with 'AC'"):
-        CallControl("SK" + "1" * 32, auth_token=Secret(TOKEN))
+        TwilioCalls("SK" + "1" * 32, auth_token=Secret(TOKEN))
 
 
 async def test_unreachable_twilio_is_a_clear_error() -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    control = CallControl(ACCOUNT, auth_token=Secret(TOKEN), base_url=f"http://127.0.0.1:{port}")
+    control = TwilioCalls(ACCOUNT, auth_token=Secret(TOKEN), base_url=f"http://127.0.0.1:{port}")
     with pytest.raises(CallControlError, match="could not reach Twilio") as raised:
         await control.hang_up("CA" + "1" * 32)
     assert TOKEN not in str(raised.value) and raised.value.status is None
 
 
-async def test_concurrent_operations(sim: TwilioRestSimulator, control: CallControl) -> None:
+async def test_concurrent_operations(sim: TwilioRestSimulator, control: TwilioCalls) -> None:
     sids = [sim.add_call() for _ in range(8)]
     assert await asyncio.gather(*(control.hang_up(s) for s in sids)) == [True] * 8
     assert all(sim.calls[s]["status"] == "completed" for s in sids)
@@ -259,7 +259,7 @@ async def test_on_call_update_hook_sees_redirects() -> None:
     async with TwilioRestSimulator(
         account_sid=ACCOUNT, auth_token=TOKEN, on_call_update=lambda s, f: seen.append((s, f))
     ) as sim:
-        control = CallControl(ACCOUNT, auth_token=Secret(TOKEN), base_url=sim.base_url)
+        control = TwilioCalls(ACCOUNT, auth_token=Secret(TOKEN), base_url=sim.base_url)
         sid = sim.add_call()
         await control.transfer(sid, "+15550100003")
     assert [s for s, _ in seen] == [sid] and "Twiml" in seen[0][1]

@@ -115,12 +115,22 @@ async def test_capacity_limit_answers_busy_and_health_and_metrics_report() -> No
     sim = RealtimeSimulator(script=["agent_reply"], api_key="sk-x")
     async with (
         sim,
-        LocalBridge(sim.url, env={"OPENAI_API_KEY": "sk-x", "BRIDGE_MAX_CALLS": "1"}) as bridge,
+        LocalBridge(
+            sim.url,
+            env={
+                "OPENAI_API_KEY": "sk-x",
+                "BRIDGE_MAX_CALLS": "1",
+                "BRIDGE_METRICS_TOKEN": "metrics-test-token",
+            },
+        ) as bridge,
     ):
         caller = await bridge.place_call(script=[(200, "caller_question")], duration_ms=2500)
         running = asyncio.create_task(caller.run())
         services = bridge.services
-        await sim.wait_for(lambda: services.active and services.metrics.calls_started, timeout=5)
+        await sim.wait_for(
+            lambda: services.active and services.metrics.value("bridge_calls_started_total"),
+            timeout=5,
+        )
         status, body = await bridge.post_webhook(
             "/twiml", {"CallSid": "CA" + "3" * 32, "From": "+1555", "To": "+1666"}
         )
@@ -128,7 +138,10 @@ async def test_capacity_limit_answers_busy_and_health_and_metrics_report() -> No
         import urllib.request
 
         def get(path: str) -> str:
-            with urllib.request.urlopen(bridge.base_url + path, timeout=5) as response:
+            request = urllib.request.Request(
+                bridge.base_url + path, headers={"Authorization": "Bearer metrics-test-token"}
+            )
+            with urllib.request.urlopen(request, timeout=5) as response:
                 return response.read().decode()
 
         health = await asyncio.to_thread(get, "/healthz")
@@ -185,7 +198,8 @@ def test_sigterm_drains_refuses_new_calls_and_ends_live_ones(tmp_path: Path) -> 
                 client.settings = load_settings(
                     {"PUBLIC_URL": f"http://127.0.0.1:{port}", "TWILIO_AUTH_TOKEN": token}
                 )
-                deadline = time.monotonic() + 15
+                # `serve` imports a lot; on a loaded 2-core host start-up takes a while.
+                deadline = time.monotonic() + 45
                 while True:
                     try:
                         caller = await client.place_call(

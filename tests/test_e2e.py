@@ -115,7 +115,7 @@ async def test_model_socket_closing_ends_the_call_cleanly() -> None:
         assert (result.t0 + result.closed_ms / 1000) - closed < 1.0
         assert time.monotonic() - started < 5
         services = bridge.services
-        assert services.metrics.calls_ended["model_closed"] == 1
+        assert services.metrics.value("bridge_calls_ended_total", {"reason": "model_closed"}) == 1
         assert not services.active
 
 
@@ -197,13 +197,23 @@ async def test_stream_token_is_checked_before_any_model_connection() -> None:
         again = await _twilio_start_rejected(bridge, sim, params, call_sid)
         assert again.closed_by == "server"
         assert len(sim.connections) == 1
-        assert bridge.services.metrics.calls_rejected["stream_token_replayed"] == 1
+        assert (
+            bridge.services.metrics.value(
+                "bridge_calls_rejected_total", {"reason": "stream_token_replayed"}
+            )
+            == 1
+        )
         # An expired token (minted two minutes ago by this very bridge) is refused too.
         _, fresh, expired_sid = await bridge.incoming_call()
         fresh["streamToken"] = bridge.services.tokens.mint(expired_sid, time.time() - 120)
         late = await _twilio_start_rejected(bridge, sim, fresh, expired_sid)
         assert late.closed_by == "server"
-        assert bridge.services.metrics.calls_rejected["stream_token_expired"] == 1
+        assert (
+            bridge.services.metrics.value(
+                "bridge_calls_rejected_total", {"reason": "stream_token_expired"}
+            )
+            == 1
+        )
         assert len(sim.connections) == 1
 
 
@@ -243,8 +253,13 @@ async def test_abrupt_caller_disconnect_closes_the_model_socket_within_a_second(
         assert result.closed_by == "abort"
         # Counted once the relay has finished closing, which may be just after the
         # simulator sees its socket close: wait for it rather than race it.
-        ended = bridge.services.metrics.calls_ended
-        await sim.wait_for(lambda: ended["caller_disconnected"] == 1, timeout=1.0)
+        await sim.wait_for(
+            lambda: bridge.services.metrics.value(
+                "bridge_calls_ended_total", {"reason": "caller_disconnected"}
+            )
+            == 1,
+            timeout=1.0,
+        )
 
 
 async def test_concurrent_calls_keep_their_own_barge_in_accounting() -> None:

@@ -5,7 +5,7 @@ lean path switched on (``LocalBridge.lean_stream_default``), so every mark, clea
 truncate, token and hang-up behaviour is checked on it too; each rerun asserts the lean
 path really accepted the stream.  Then what only the lean path does by itself: its
 handshake refusals, the 1009 frame limit, pings, the other routes on the same port, and
-the :class:`CallerSocket` contract of :class:`LeanCallerSocket` and the Starlette adapter.
+the ``CallerSocket`` contract of :class:`LeanCallerSocket` and of the ASGI adapter.
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.server import ServerProtocol
 
+from bridge.call.asgi_socket import AsgiCallerSocket
+from bridge.call.leg import CallerSocket
 from bridge.sim.local_bridge import LocalBridge
 from bridge.sim.realtime_server import RealtimeSimulator
 from bridge.sim.twilio_caller import twilio_signature
-from bridge.web.caller_socket import CallerSocket, LeanCallerSocket, StarletteCallerSocket
+from bridge.web.caller_socket import LeanCallerSocket
 from bridge.web.lean_stream import LeanStreamProtocol
 from tests import test_e2e as e2e
 
@@ -74,6 +76,10 @@ async def test_e2e_abrupt_disconnect_on_the_lean_path(lean: None) -> None:
     await _on_lean(e2e.test_abrupt_caller_disconnect_closes_the_model_socket_within_a_second, 1)
 
 
+async def test_e2e_oversized_frame_on_the_lean_path(lean: None) -> None:
+    await _on_lean(e2e.test_oversized_frame_closes_only_that_call_with_a_clear_code, 1)
+
+
 async def test_e2e_concurrent_calls_on_the_lean_path(lean: None) -> None:
     await _on_lean(e2e.test_concurrent_calls_keep_their_own_barge_in_accounting, 10)
 
@@ -91,13 +97,14 @@ async def test_bad_signature_is_refused_before_accept_and_counted() -> None:
             async with websockets.connect(url, additional_headers={"x-twilio-signature": wrong}):
                 pass
         assert refused.value.response.status_code == 403
-        assert bridge.services.metrics.calls_rejected["bad_ws_signature"] == 1
+        rejected = bridge.services.metrics.value
+        assert rejected("bridge_calls_rejected_total", {"reason": "bad_ws_signature"}) == 1
         # Signed over another URL (a query added): refused too, as on the ASGI route.
         other = twilio_signature(bridge.auth_token, url + "?x=1")
         with pytest.raises(websockets.InvalidStatus):
             async with websockets.connect(url, additional_headers={"x-twilio-signature": other}):
                 pass
-        assert bridge.services.metrics.calls_rejected["bad_ws_signature"] == 2
+        assert rejected("bridge_calls_rejected_total", {"reason": "bad_ws_signature"}) == 2
         assert not sim.connections
 
 
@@ -110,7 +117,6 @@ async def test_draining_refuses_new_streams_and_other_routes_still_answer() -> N
         signed = {"x-twilio-signature": twilio_signature(bridge.auth_token, url)}
         async with httpx.AsyncClient(base_url=bridge.base_url) as http:
             assert (await http.get("/healthz")).status_code == 200
-            assert (await http.get("/metrics")).status_code == 200
             bridge.services.draining = True
             assert (await http.get("/healthz")).status_code == 503
         with pytest.raises(websockets.InvalidStatus) as refused:
@@ -247,7 +253,7 @@ async def test_starlette_caller_socket_contract() -> None:
 
     async def route(websocket: WebSocket) -> None:
         await websocket.accept()
-        await _echo_until_closed(StarletteCallerSocket(websocket), seen)
+        await _echo_until_closed(AsgiCallerSocket(websocket), seen)
 
     app = Starlette(routes=[WebSocketRoute("/ws", route)])
     sock = socket.socket()

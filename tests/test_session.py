@@ -7,17 +7,23 @@ import json
 
 import pytest
 
+from bridge.core import events as ev
 from bridge.core.actions import (
-    CallControl,
+    Action,
+    AuthoriseStream,
+    ClearPlayback,
     ConnectModel,
+    ControlCall,
     EndCall,
     Notice,
     RunTool,
-    StreamStarted,
     TranscriptLine,
+    TruncateItem,
     Usage,
+    WakeAt,
 )
-from bridge.core.session import ControlRequest, Phase
+from bridge.core.call import Phase
+from bridge.core.config import ControlRequest
 from tests.scripted_call import ScriptedCall, marks, to_model, to_twilio
 
 
@@ -31,12 +37,12 @@ def test_start_waits_for_authorisation_before_connecting_the_model() -> None:
             "start": {"streamSid": "MZ1", "callSid": "CA1", "customParameters": {"t": "x"}},
         }
     )
-    assert [type(a) for a in out] == [StreamStarted]
+    assert [type(a) for a in out] == [AuthoriseStream]
     assert out[0].info.custom_parameters == {"t": "x"}  # type: ignore[union-attr]
     # Audio before the model is up is held, not lost and not sent anywhere yet.
     assert call.media() == []
-    assert call.session.accept_stream(0) == [ConnectModel()]
-    sent = to_model(call.session.model_connected(0))
+    assert call.event(ev.StreamAccepted()) == [ConnectModel()]
+    sent = to_model(call.event(ev.ModelConnected()))
     assert [e["type"] for e in sent] == ["session.update", "input_audio_buffer.append"]
     assert sent[0]["session"]["audio"]["input"]["format"] == {"type": "audio/pcmu"}
     assert sent[0]["session"]["audio"]["input"]["turn_detection"]["interrupt_response"] is True
@@ -55,7 +61,7 @@ def test_normal_turn_forwards_audio_both_ways_with_a_mark_per_chunk() -> None:
     media = to_twilio(out, "media")
     assert media[0] == {
         "event": "media",
-        "streamSid": call.session.stream.stream_sid,  # type: ignore[union-attr]
+        "streamSid": call.core.stream.stream_sid,  # type: ignore[union-attr]
         "media": {"payload": base64.b64encode(b"\x55" * 800).decode()},
     }
     names = marks(out)
@@ -71,7 +77,7 @@ def test_normal_turn_forwards_audio_both_ways_with_a_mark_per_chunk() -> None:
     call.at(200).mark(names[0])
     out = call.at(260).mark(marks(out2)[0])
     lines = [a for a in out if isinstance(a, TranscriptLine)]
-    assert lines == [TranscriptLine("agent", "Hello there", 0, 150, False, item_id="item_a")]
+    assert lines == [TranscriptLine("agent", "Hello there", 0, 150, False, "item_a", seq=1)]
     assert not to_twilio(call.actions, "clear")
 
 
@@ -89,7 +95,7 @@ def test_barge_in_mid_reply_truncates_at_what_was_heard() -> None:
     call.mark(names[1])  # 200 ms heard
     out = call.at(500).speech_started()
     assert to_twilio(out, "clear") == [
-        {"event": "clear", "streamSid": call.session.stream.stream_sid}
+        {"event": "clear", "streamSid": call.core.stream.stream_sid}
     ]  # type: ignore[union-attr]
     truncates = to_model(out, "conversation.item.truncate")
     assert truncates == [
@@ -103,8 +109,8 @@ def test_barge_in_mid_reply_truncates_at_what_was_heard() -> None:
     # The server cancels by itself (interrupt_response=true): no extra cancel.
     assert not to_model(out, "response.cancel")
     # Clear is sent before the truncate: stopping the audio is the urgent part.
-    kinds = [getattr(a, "message", getattr(a, "event", None)) for a in out]
-    assert kinds.index(to_twilio(out, "clear")[0]) < kinds.index(truncates[0])
+    kinds = [type(a) for a in out]
+    assert kinds.index(ClearPlayback) < kinds.index(TruncateItem)
     line = next(a for a in out if isinstance(a, TranscriptLine))
     assert (
         line.interrupted
@@ -154,10 +160,10 @@ def test_marks_flushed_by_clear_are_ignored() -> None:
     call.mark(names[0])
     call.speech_started()
     # Twilio echoes the pending marks after a clear: they mean "discarded", not "played".
-    before = call.session.stats["stale_marks"]
+    before = call.core.stats["stale_marks"]
     for name in names[1:]:
         assert call.mark(name) == []
-    assert call.session.stats["stale_marks"] == before + 2
+    assert call.core.stats["stale_marks"] == before + 2
     # A new reply uses a new generation and is tracked from zero.
     call.response_done("resp_1", "cancelled", "turn_detected")
     call.response_created("resp_2")
@@ -192,7 +198,7 @@ def test_late_deltas_of_the_interrupted_response_are_dropped() -> None:
     call.delta("item_a", 800)
     call.speech_started()
     assert call.delta("item_a", 800) == []
-    assert call.session.stats["deltas_dropped"] == 1
+    assert call.core.stats["deltas_dropped"] == 1
     call.model("response.output_audio_transcript.delta", item_id="item_a", delta="late words")
     assert not [a for a in call.actions if isinstance(a, TranscriptLine) and "late" in a.text]
 
@@ -229,7 +235,7 @@ def test_model_rejecting_the_audio_format_ends_the_call() -> None:
         },
     )
     assert isinstance(out[-1], EndCall) and out[-1].reason == "model_config_rejected"
-    assert call.session.phase is Phase.ENDED
+    assert call.core.phase is Phase.ENDED
 
 
 def test_beta_event_names_are_understood() -> None:
@@ -237,8 +243,8 @@ def test_beta_event_names_are_understood() -> None:
     call.twilio(
         {"event": "start", "streamSid": "MZ1", "start": {"streamSid": "MZ1", "callSid": "CA1"}}
     )
-    call.session.accept_stream(0)
-    update = to_model(call.session.model_connected(0))[0]
+    call.event(ev.StreamAccepted())
+    update = to_model(call.event(ev.ModelConnected()))[0]
     assert update["session"]["input_audio_format"] == "g711_ulaw"
     call.model(
         "session.updated",
@@ -256,31 +262,70 @@ def test_beta_event_names_are_understood() -> None:
     assert to_twilio(out, "media") and marks(out)
 
 
-def test_dtmf_digits_become_one_user_text_item() -> None:
+def _press(call: ScriptedCall, digit: str) -> list[Action]:
+    return call.twilio(
+        {
+            "event": "dtmf",
+            "streamSid": "MZ1",
+            "sequenceNumber": "5",
+            "dtmf": {"track": "inbound_track", "digit": digit},
+        }
+    )
+
+
+def test_each_key_reaches_the_model_as_pressed_and_a_pause_ends_the_entry() -> None:
     call = ScriptedCall(dtmf_flush_ms=1000)
     call.start()
-    for digit in "12":
-        call.twilio(
-            {
-                "event": "dtmf",
-                "streamSid": "MZ1",
-                "sequenceNumber": "5",
-                "dtmf": {"track": "inbound_track", "digit": digit},
-            }
-        )
-    assert not to_model(call.at(500).session.tick(500))
-    out = call.feed(call.session.tick(1200))
-    items = to_model(out, "conversation.item.create")
-    assert items[0]["item"]["role"] == "user"
-    assert "1 2" in items[0]["item"]["content"][0]["text"]
-    assert to_model(out, "response.create")
-    # '#' ends an entry: it is flushed at once, without waiting for the debounce.
-    call.response_created("resp_dtmf")
-    call.response_done("resp_dtmf")
-    out = call.at(1300).twilio(
-        {"event": "dtmf", "streamSid": "MZ1", "dtmf": {"track": "inbound_track", "digit": "#"}}
+    texts = []
+    for at, digit in ((100, "1"), (300, "2")):
+        out = _press(call.at(at), digit)
+        items = to_model(out, "conversation.item.create")
+        assert [i["item"]["role"] for i in items] == ["user"]  # at once, not after the pause
+        texts.append(items[0]["item"]["content"][0]["text"])
+        assert not to_model(out, "response.create")
+    assert "1" in texts[0] and "2" in texts[1]
+    # The core asks to be woken when the pause would end the entry.
+    assert call.all_actions[-1] == WakeAt(1300)
+    assert not to_model(call.at(800).tick())  # a spurious wake-up changes nothing
+    out = call.at(1300).tick()
+    assert to_model(out, "response.create") and not to_model(out, "conversation.item.create")
+    line = next(a for a in out if isinstance(a, TranscriptLine))
+    assert line.speaker == "system" and line.text == "caller pressed 12"
+
+
+def test_hash_or_the_expected_length_ends_the_entry_at_once() -> None:
+    call = ScriptedCall()
+    call.start()
+    _press(call, "4")
+    out = _press(call, "#")
+    assert to_model(out, "conversation.item.create") and to_model(out, "response.create")
+    call = ScriptedCall(dtmf_length=3)
+    call.start()
+    assert not to_model(_press(call, "1") + _press(call, "2"), "response.create")
+    assert to_model(_press(call, "3"), "response.create")
+
+
+def test_keys_pressed_while_the_agent_speaks_wait_for_its_response() -> None:
+    call = ScriptedCall()
+    call.start()
+    call.response_created()
+    out = _press(call, "9") + _press(call, "#")
+    assert len(to_model(out, "conversation.item.create")) == 2
+    assert not to_model(out, "response.create")  # the API allows one response at a time
+    assert to_model(call.response_done(), "response.create")
+
+
+def test_keys_pressed_before_the_model_is_connected_are_sent_on_connect() -> None:
+    call = ScriptedCall()
+    call.twilio(
+        {"event": "start", "streamSid": "MZ1", "start": {"streamSid": "MZ1", "callSid": "CA1"}}
     )
-    assert "#" in to_model(out, "conversation.item.create")[0]["item"]["content"][0]["text"]
+    call.event(ev.StreamAccepted())
+    assert not to_model(_press(call, "5") + _press(call, "#"))
+    sent = to_model(call.event(ev.ModelConnected()))
+    assert [e["type"] for e in sent] == [
+        "session.update", "conversation.item.create", "conversation.item.create", "response.create"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -300,9 +345,9 @@ def test_dtmf_digits_become_one_user_text_item() -> None:
 def test_bad_twilio_frames_are_survived(frame: str | bytes) -> None:
     call = ScriptedCall()
     call.start()
-    out = call.session.twilio_frame(frame, 0)
+    out = call.twilio_frame(frame)
     assert not [a for a in out if isinstance(a, EndCall)]
-    assert call.session.phase is Phase.ACTIVE
+    assert call.core.phase is Phase.ACTIVE
     # The call still works afterwards.
     assert to_model(call.media(), "input_audio_buffer.append")
 
@@ -318,10 +363,10 @@ def test_media_before_start_is_ignored_and_malformed_start_ends_the_call() -> No
 def test_bad_model_frames_are_survived() -> None:
     call = ScriptedCall()
     call.start()
-    call.session.model_frame("{not json", 0)
-    call.session.model_frame(json.dumps({"type": "response.output_audio.delta"}), 0)
-    call.session.model_frame(json.dumps({"type": "response.created", "response": {}}), 0)
-    assert call.session.phase is Phase.ACTIVE
+    call.model_frame("{not json")
+    call.model_frame(json.dumps({"type": "response.output_audio.delta"}))
+    call.model_frame(json.dumps({"type": "response.created", "response": {}}))
+    assert call.core.phase is Phase.ACTIVE
 
 
 def test_stop_and_socket_closes_end_the_call_once() -> None:
@@ -336,8 +381,8 @@ def test_stop_and_socket_closes_end_the_call_once() -> None:
         }
     )
     assert [a.reason for a in out if isinstance(a, EndCall)] == ["caller_hung_up"]
-    assert call.session.model_closed(0, 1000) == []
-    assert call.session.twilio_closed(0) == []
+    assert call.event(ev.ModelDisconnected(1000)) == []
+    assert call.event(ev.CallerGone()) == []
 
 
 def test_model_close_settles_the_unheard_agent_turn() -> None:
@@ -348,9 +393,18 @@ def test_model_close_settles_the_unheard_agent_turn() -> None:
     call.delta("item_a", 800)
     call.model("response.output_audio_transcript.delta", item_id="item_a", delta="alpha beta")
     call.mark(name)
-    out = call.feed(call.session.model_closed(0, 1011, "server error"))
+    out = call.event(ev.ModelDisconnected(1011, "server error"))
     line = next(a for a in out if isinstance(a, TranscriptLine))
     assert line.interrupted and line.text == "alpha" and line.end_ms - line.start_ms == 100
+    # The call goes on: what still played at Twilio is cleared, a new session is opened.
+    assert not [a for a in out if isinstance(a, EndCall)]
+    assert to_twilio(out, "clear") and ConnectModel() in out
+
+
+def test_model_close_ends_the_call_when_reconnect_is_off() -> None:
+    call = ScriptedCall(reconnect=False)
+    call.start()
+    out = call.event(ev.ModelDisconnected(1011, "server error"))
     assert isinstance(out[-1], EndCall) and out[-1].reason == "model_closed"
 
 
@@ -374,7 +428,7 @@ def test_tool_call_round_trip_waits_for_the_active_response() -> None:
         )
         == []
     )
-    result = call.feed(call.session.tool_result("call_1", '{"status": "shipped"}', 0))
+    result = call.event(ev.ToolFinished("call_1", '{"status": "shipped"}'))
     assert to_model(result, "conversation.item.create")[0]["item"] == {
         "type": "function_call_output",
         "call_id": "call_1",
@@ -389,7 +443,7 @@ def test_response_create_retried_after_conversation_already_has_active_response(
     call = ScriptedCall()
     call.start()
     call.model("response.function_call_arguments.done", call_id="c1", name="t", arguments="{}")
-    sent = call.feed(call.session.tool_result("c1", "{}", 0))
+    sent = call.event(ev.ToolFinished("c1", "{}"))
     assert to_model(sent, "response.create")
     # A VAD response raced ours.
     call.model(
@@ -418,16 +472,16 @@ def test_hang_up_waits_until_the_goodbye_has_played() -> None:
         name="hang_up",
         arguments="{}",
     )
-    out = call.feed(call.session.tool_result("c1", '{"ok": true}', 0, ControlRequest("hang_up")))
-    assert not [a for a in out if isinstance(a, CallControl)]
+    out = call.event(ev.ToolFinished("c1", '{"ok": true}', ControlRequest("hang_up")))
+    assert not [a for a in out if isinstance(a, ControlCall)]
     # The goodbye was already spoken in this response: no new response is asked for.
     assert not to_model(out, "response.create")
     call.audio_done("item_bye")
     out = call.response_done()
-    assert not [a for a in out if isinstance(a, CallControl)]
+    assert not [a for a in out if isinstance(a, ControlCall)]
     out = call.mark(name)
-    assert [a for a in out if isinstance(a, CallControl)] == [
-        CallControl("hang_up", "CA00000000000000000000000000000001", None, "")
+    assert [a for a in out if isinstance(a, ControlCall)] == [
+        ControlCall("hang_up", "CA00000000000000000000000000000001", None, "")
     ]
 
 
@@ -443,7 +497,7 @@ def test_hang_up_without_spoken_goodbye_asks_for_one_first() -> None:
         arguments='{"to": "+15551230000"}',
     )
     out = call.feed(
-        call.session.tool_result("c1", "{}", 0, ControlRequest("transfer", target="+15551230000"))
+        call.event(ev.ToolFinished("c1", "{}", ControlRequest("transfer", target="+15551230000")))
     )
     assert not to_model(out, "response.create")
     out = call.response_done()
@@ -452,7 +506,7 @@ def test_hang_up_without_spoken_goodbye_asks_for_one_first() -> None:
     name = marks(call.delta("item_t", 800, rid="resp_2"))[0]
     call.response_done("resp_2")
     out = call.mark(name)
-    assert [a.kind for a in out if isinstance(a, CallControl)] == ["transfer"]
+    assert [a.kind for a in out if isinstance(a, ControlCall)] == ["transfer"]
 
 
 def test_hang_up_happens_anyway_after_the_grace_period() -> None:
@@ -467,16 +521,16 @@ def test_hang_up_happens_anyway_after_the_grace_period() -> None:
         name="hang_up",
         arguments="{}",
     )
-    call.feed(call.session.tool_result("c1", "{}", 0, ControlRequest("hang_up")))
-    assert not [a for a in call.session.tick(4000) if isinstance(a, CallControl)]
-    assert [a for a in call.session.tick(5000) if isinstance(a, CallControl)]
+    call.event(ev.ToolFinished("c1", "{}", ControlRequest("hang_up")))
+    assert not [a for a in call.at(4000).tick() if isinstance(a, ControlCall)]
+    assert [a for a in call.at(5000).tick() if isinstance(a, ControlCall)]
 
 
 def test_max_duration_ends_the_call() -> None:
     call = ScriptedCall(max_call_ms=60_000)
     call.start()
-    assert call.session.tick(59_999) == []
-    out = call.session.tick(60_000)
+    assert call.at(59_999).tick() == []
+    out = call.at(60_000).tick()
     assert isinstance(out[-1], EndCall) and out[-1].reason == "max_duration"
 
 
@@ -494,7 +548,7 @@ def test_send_dtmf_plays_tones_to_twilio_and_tracks_them_like_speech() -> None:
         arguments='{"digits": "12#"}',
     )
     out = call.feed(
-        call.session.tool_result("c1", '{"ok": true}', 0, ControlRequest("send_dtmf", digits="12#"))
+        call.event(ev.ToolFinished("c1", '{"ok": true}', ControlRequest("send_dtmf", digits="12#")))
     )
     media = to_twilio(out, "media")
     assert len(media) == 1
@@ -507,7 +561,7 @@ def test_a_flood_of_bad_frames_is_counted_but_not_logged_every_time() -> None:
     call = ScriptedCall()
     call.start()
     bad = json.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": "%%%"}})
-    notices = [a for _ in range(1000) for a in call.session.twilio_frame(bad, 0)]
+    notices = [a for _ in range(1000) for a in call.twilio_frame(bad)]
     assert [type(n) for n in notices] == [Notice] * 3  # the 1st, 500th and 1000th
     assert "1000 times" in notices[-1].message  # type: ignore[union-attr]
-    assert call.session.stats["bad_frames"] == 1000
+    assert call.core.stats["bad_frames"] == 1000

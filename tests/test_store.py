@@ -590,3 +590,32 @@ def test_prices_defaults_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     assert TokenUsage.from_event({"total_tokens": "junk", "input_token_details": None}) == (
         TokenUsage()
     )
+
+
+async def test_search_by_number_and_date_and_recording_path(make_store: StoreFactory) -> None:
+    store = await make_store()
+    day = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+    store.record_call_started("CA1", from_number="+15550001111", to_number="+15559990000",
+                              started_at=day)
+    store.record_call_started("CA2", from_number="+15557770000", to_number="+15559990000",
+                              started_at=day + timedelta(days=2))
+    store.record_call_started("BR3", from_number="browser", started_at=day + timedelta(days=3))
+    store.record_recording("CA2", "/recordings/20260312-CA2.wav")
+    assert await store.flush()
+
+    async def ids(**query: Any) -> list[str]:
+        return [c.call_sid for c in await store.search_calls(**query)]
+
+    assert await ids() == ["BR3", "CA2", "CA1"]
+    assert await ids(number="0001111") == ["CA1"]
+    assert await ids(number="999") == ["CA2", "CA1"]  # either side of the call
+    assert await ids(number="4242") == []
+    assert await ids(number="%") == ["BR3", "CA2", "CA1"]  # wildcards are not special
+    assert await ids(since=day + timedelta(days=1)) == ["BR3", "CA2"]
+    assert await ids(until=day + timedelta(days=1)) == ["CA1"]
+    assert await ids(since=day, until=day + timedelta(days=2, hours=1), number="+1555") == [
+        "CA2", "CA1"]
+    assert await ids(limit=1) == ["BR3"]
+    record = await store.get_call("CA2")
+    assert record is not None and record.recording_path == "/recordings/20260312-CA2.wav"
+    assert (await store.get_call("CA1")).recording_path is None  # type: ignore[union-attr]

@@ -24,6 +24,7 @@ from bridge.tools import ToolRegistry, tool
 TAPES = Path(__file__).parent / "tapes"
 ALL_TAPES = sorted(TAPES.glob("*.jsonl*"))
 REQUIRED = {
+    "model_reconnect",
     "question_answer", "barge_in", "double_barge_in", "tool_call", "dtmf",
     "hangup_mid_reply", "model_error",
 }
@@ -80,6 +81,10 @@ def test_tapes_show_their_scenario() -> None:
     assert kinds["dtmf"].count("dtmf") == 3
     assert "error" in kinds["model_error"] and "notice" in kinds["model_error"]
     assert "call_control" in kinds["agent_hangs_up"]
+    assert "control_done" in kinds["agent_hangs_up"]  # REST timing is on the tape
+    reconnect = kinds["model_reconnect"]
+    assert reconnect.count("model_closed") == 1 and reconnect.count("connect_model") == 2
+    assert reconnect.count("session.update") == 2
     ends = [r for r in load_tape(TAPES / "hangup_mid_reply.jsonl.gz").records
             if r["kind"] == "transcript" and r["data"]["speaker"] == "agent"]
     assert ends and ends[-1]["data"]["interrupted"]
@@ -113,7 +118,7 @@ def test_update_rewrites_the_expected_side(
         assert bridge_main(["replay", "--update", str(copy)]) == 0
         assert_replays(copy)  # the "new behaviour" is now the expectation
     assert not replay(copy).ok  # and the real core differs from it again
-    assert load_tape(copy).records[0]["kind"] == "connected"
+    assert load_tape(copy).records[0]["kind"] == "leg_opened"
 
 
 def test_tools_are_rerun_and_compared() -> None:

@@ -8,18 +8,16 @@ out::
 
     python -m bridge.bench.server --port 8080 --ws websockets-sansio --loop uvloop
 
-``--json orjson`` swaps the JSON functions the hot path uses (Twilio frame
-decoding, model event decoding, the relay's encoder) for orjson's, at run time
-and only in this process: an experiment to size the gain before anyone changes
-the real modules.  Configuration comes from the environment exactly as for
-``serve``.
+``--json orjson`` sets ``BRIDGE_JSON_CODEC=orjson`` for this run: the wire
+protocols then decode frames with orjson (``bridge.jsoncodec``).  Configuration
+comes from the environment exactly as for ``serve``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -27,25 +25,6 @@ WS_CHOICES = ("auto", "websockets", "websockets-sansio", "wsproto")
 LOOP_CHOICES = ("auto", "asyncio", "uvloop")
 HTTP_CHOICES = ("auto", "h11", "httptools")
 JSON_CHOICES = ("stdlib", "orjson")
-
-
-def use_orjson() -> None:
-    """Point the hot path's json calls at orjson (benchmark experiment only)."""
-    import types
-
-    import orjson
-
-    import bridge.core.session as session_mod
-    import bridge.relay as relay_mod
-    import bridge.twilio.media as media_mod
-
-    def dumps(obj: Any) -> str:
-        return orjson.dumps(obj).decode()
-
-    shim = types.SimpleNamespace(loads=orjson.loads, dumps=json.dumps)
-    session_mod.json = shim  # type: ignore[assignment]
-    media_mod.json = shim  # type: ignore[assignment]
-    relay_mod._dumps = dumps  # type: ignore[assignment]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     from bridge.config import ConfigError, load_settings, startup_problems
 
     args = build_parser().parse_args(argv)
+    if args.json_lib == "orjson":
+        os.environ["BRIDGE_JSON_CODEC"] = "orjson"
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -79,8 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return 2
-    if args.json_lib == "orjson":
-        use_orjson()
     level = (args.log_level or settings.log_level).upper()
     logging.basicConfig(level=getattr(logging, level, logging.INFO),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")

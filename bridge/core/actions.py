@@ -1,9 +1,13 @@
 """What the call core asks its driver to do.
 
 The core never performs I/O: every effect is one of these values, returned in
-order from each call into :class:`~bridge.core.session.CallSession`.  A driver
-(the live relay, the tape replayer, a unit test) carries them out in that
-order.  Keeping them plain data is what makes a call replayable bit for bit.
+order from ``CallSession.handle``.  A driver (the live relay, the tape replayer,
+a unit test) carries them out in that order.
+
+Actions addressed to a peer are typed, not JSON: each wire protocol has one
+serialiser (``bridge.twilio.wire`` for Media Streams, ``bridge.realtime.wire``
+for the Realtime API), so the core knows no field names of either protocol
+and a new caller leg or model backend is one new serialiser, not a change here.
 """
 
 from __future__ import annotations
@@ -11,45 +15,67 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from bridge.twilio.media import StreamInfo
+from bridge.core.stream import StreamInfo
+
+# ------------------------------------------------------------ to the caller leg
 
 
 @dataclass(frozen=True, slots=True)
-class SendTwilio:
-    """Send this message to Twilio (JSON text frame).
+class PlayAudio:
+    """Queue agent audio for playback: base64 μ-law 8 kHz."""
 
-    ``wire`` is the frame already serialised, for the per-frame audio messages whose
-    JSON the core can write more cheaply than a generic encoder; drivers send it as is.
-    """
-
-    message: dict[str, Any]
-    wire: str | None = field(default=None, compare=False)
+    payload: str
 
 
 @dataclass(frozen=True, slots=True)
-class SendModel:
-    """Send this client event to the Realtime server (JSON text frame); see ``SendTwilio.wire``."""
+class PlayMark:
+    """Queue a mark: the leg echoes it back when the audio queued before it has played."""
 
-    event: dict[str, Any]
-    wire: str | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class StreamStarted:
-    """Twilio's ``start`` arrived.  The driver must authorise it (stream token) and
-    then call ``accept_stream`` or ``end``: no model connection is made before."""
-
-    info: StreamInfo
+    name: str
 
 
 @dataclass(frozen=True, slots=True)
-class ConnectModel:
-    """Open (or adopt an already open) connection to the Realtime server."""
+class ClearPlayback:
+    """Drop everything queued; the leg echoes the pending marks at once (discarded)."""
+
+
+# --------------------------------------------------------- to the model backend
 
 
 @dataclass(frozen=True, slots=True)
-class RunTool:
-    """Run a function tool the model called; report back with ``tool_result``."""
+class ConfigureSession:
+    """Set up (or re-send) the model session for this call's agent."""
+
+    agent: Any  # bridge.config.AgentConfig
+    audio_mode: str
+    model: str
+    tools: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AppendAudio:
+    """Caller audio for the model's input buffer, base64 in the model's format."""
+
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddUserText:
+    """A user text item in the conversation (key presses, re-seeded caller turns)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddAgentText:
+    """An assistant text item (re-seeding what the agent said on a new session)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddToolCall:
+    """A past function call, re-seeded on a new session so its output has a home."""
 
     call_id: str
     name: str
@@ -57,11 +83,88 @@ class RunTool:
 
 
 @dataclass(frozen=True, slots=True)
-class CallControl:
-    """End or redirect the phone call through Twilio's REST API.
+class AddToolOutput:
+    call_id: str
+    output: str
+
+
+@dataclass(frozen=True, slots=True)
+class TruncateItem:
+    """Cut an agent item to what the caller heard."""
+
+    item_id: str
+    content_index: int
+    audio_end_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CreateResponse:
+    """Ask the model to speak, optionally with one-off instructions."""
+
+    instructions: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResponse:
+    pass
+
+
+# ------------------------------------------------------------------ the driver
+
+
+@dataclass(frozen=True, slots=True)
+class AuthoriseStream:
+    """The stream started: check its credentials, then feed back ``StreamAccepted``
+    or ``StreamRefused``.  No model connection is made before."""
+
+    info: StreamInfo
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectModel:
+    """Open (or adopt an already open) connection to the model backend."""
+
+
+@dataclass(frozen=True, slots=True)
+class PrepareStandby:
+    """Open the next model session in the background (rollover before the session cap);
+    report ``StandbyConnected``, then ``StandbyReady`` when it confirms its
+    configuration, or ``StandbyFailed``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToStandby:
+    """Send these model actions to the standby session (seeding it), in order."""
+
+    actions: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchToStandby:
+    """Make the standby the model connection from now on; close the old one after."""
+
+
+@dataclass(frozen=True, slots=True)
+class DiscardStandby:
+    """Close the standby unused."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunTool:
+    """Run a function tool the model called; report back with ``ToolFinished``."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ControlCall:
+    """Hang up or redirect the phone call through the phone network (Twilio REST).
 
     Emitted only once the agent's last words have actually played (their last
-    mark echoed), so the caller never loses the end of a sentence."""
+    mark echoed), so the caller never loses the end of a sentence.  The driver
+    reports back with ``ControlFinished``."""
 
     kind: Literal["hang_up", "transfer"]
     call_sid: str
@@ -71,7 +174,9 @@ class CallControl:
 
 @dataclass(frozen=True, slots=True)
 class TranscriptLine:
-    """One settled turn: what the caller said, or what the caller *heard* the agent say."""
+    """One settled turn: what the caller said, or what the caller *heard* the agent say.
+
+    ``seq`` numbers the call's lines from 1, in the order they settled."""
 
     speaker: Literal["caller", "agent", "system"]
     text: str
@@ -79,6 +184,7 @@ class TranscriptLine:
     end_ms: int
     interrupted: bool = False
     item_id: str | None = None
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,22 +208,75 @@ class Notice:
 
 
 @dataclass(frozen=True, slots=True)
+class Observed:
+    """A moment on the call's timeline an operator wants to see live.
+
+    ``kind`` is one of ``speech_started``, ``speech_stopped``, ``barge_in``
+    (``heard_ms``, ``item_id``), ``agent_audio`` (first chunk of an item), ``tool_call``,
+    ``tool_result``, ``dtmf``, ``turn_latency`` (``ms``: caller stopped → first agent
+    audio sent).  Derived from the events, so tapes do not record it."""
+
+    kind: str
+    call_ms: int
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class WakeAt:
+    """Feed ``TimerFired`` at ``at`` (the core's clock, ms) or soon after.
+
+    Each one replaces the previous request: a driver keeps a single timer per call."""
+
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
 class EndCall:
-    """Close both sockets (each exactly once) for ``reason``; the call is over."""
+    """Close both sides (each exactly once) for ``reason``; the call is over."""
 
     reason: str
     detail: str = ""
 
 
-Action = (
-    SendTwilio
-    | SendModel
-    | StreamStarted
+ToCaller = PlayAudio | PlayMark | ClearPlayback
+ToModel = (
+    ConfigureSession
+    | AppendAudio
+    | AddUserText
+    | AddAgentText
+    | AddToolCall
+    | AddToolOutput
+    | TruncateItem
+    | CreateResponse
+    | CancelResponse
+)
+ForDriver = (
+    AuthoriseStream
     | ConnectModel
+    | PrepareStandby
+    | ToStandby
+    | SwitchToStandby
+    | DiscardStandby
     | RunTool
-    | CallControl
+    | ControlCall
     | TranscriptLine
     | Usage
     | Notice
+    | Observed
+    | WakeAt
     | EndCall
+)
+Action = ToCaller | ToModel | ForDriver
+
+TO_CALLER: tuple[type, ...] = (PlayAudio, PlayMark, ClearPlayback)
+TO_MODEL: tuple[type, ...] = (
+    ConfigureSession,
+    AppendAudio,
+    AddUserText,
+    AddAgentText,
+    AddToolCall,
+    AddToolOutput,
+    TruncateItem,
+    CreateResponse,
+    CancelResponse,
 )

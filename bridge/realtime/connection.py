@@ -5,22 +5,58 @@ that takes a round trip or two.  Opening the model's WebSocket (TLS + HTTP
 upgrade, often 100-300 ms) during that gap, keyed by CallSid, means the model
 is ready the moment ``start`` arrives.  A pre-opened connection nobody claims
 is closed after a short while so it never leaks.
+
+Two things can go wrong with a pre-opened socket, and both are counted (see
+:class:`ModelConnector` ``stats``) so the metrics show them: nobody claims it (the
+caller hung up during the TwiML fetch, or Twilio never opened the stream), and it dies
+while it waits (the server closed it, the network dropped it).  The first is closed at
+its TTL; the second is discarded at ``take`` and replaced by a fresh connection, never
+handed to a call half-dead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
 from websockets.protocol import State
 
 from bridge.config import Secret
 from bridge.realtime.dialects import DialectSpec
+from bridge.realtime.failures import Action, Verdict, classify_handshake
 
 log = logging.getLogger("bridge.realtime")
+
+
+class ModelConnectError(ConnectionError):
+    """A connect that failed, with what the reconnect logic needs to decide what next.
+
+    ``status`` is the HTTP status the upgrade was answered with (None: a network error,
+    no answer at all) and ``body`` its parsed JSON, if any; ``verdict`` classifies them
+    (a 401 is fatal, a 503 worth a retry).  The message names the host, never the key.
+    """
+
+    def __init__(self, message: str, status: int | None, body: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+        self.verdict: Verdict = classify_handshake(status, body)
+
+
+def _error_body(raw: bytes | bytearray | None) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -53,8 +89,14 @@ class ModelEndpoint:
         except Exception as exc:
             # websockets' InvalidStatus message carries the status line only; keep the
             # class and the text but make sure the key never slips into it.
+            status, body = None, None
+            if isinstance(exc, InvalidStatus):
+                status = exc.response.status_code
+                body = _error_body(exc.response.body)
             text = str(exc).replace(key, "***") if key else str(exc)
-            raise ConnectionError(f"cannot reach the Realtime server at {url}: {text}") from None
+            raise ModelConnectError(
+                f"cannot reach the Realtime server at {url}: {text}", status, body
+            ) from None
 
 
 #: Above this many bytes waiting in the socket's buffer, sends go through the library's
@@ -91,6 +133,10 @@ class ModelConnector:
         self.endpoint = endpoint
         self.warm_ttl_s = warm_ttl_s
         self._warm: dict[str, asyncio.Task[ClientConnection]] = {}
+        self.stats: Counter[str] = Counter()
+        """Pre-opened connections by fate: ``used``, ``expired`` (closed unclaimed at the
+        TTL), ``dead_replaced`` (closed before ``take``, replaced), ``failed`` (the
+        pre-open itself failed), ``discarded`` (closed at shutdown)."""
 
     def preconnect(self, call_sid: str) -> None:
         """Start opening a connection for ``call_sid`` now (from the TwiML webhook)."""
@@ -104,6 +150,7 @@ class ModelConnector:
         if self._warm.get(call_sid) is not task:
             return
         del self._warm[call_sid]
+        self.stats["expired"] += 1
         log.info("call %s: stream never started; closing the pre-opened model connection", call_sid)
         asyncio.ensure_future(_discard(task))
 
@@ -113,12 +160,32 @@ class ModelConnector:
         if task is not None:
             try:
                 connection = await task
+            except ModelConnectError as exc:
+                self.stats["failed"] += 1
+                if exc.verdict.action is Action.FATAL:
+                    raise  # a bad key or model fails the same way a second time
+                log.info("pre-opened model connection failed (%s); retrying", exc.verdict.reason)
             except Exception as exc:  # noqa: BLE001 - fall back to a fresh attempt
+                self.stats["failed"] += 1
                 log.info("pre-opened model connection failed (%s); retrying", exc)
             else:
-                if connection.close_code is None:
+                if connection.state is State.OPEN and connection.close_code is None:
+                    self.stats["used"] += 1
                     return connection
+                self.stats["dead_replaced"] += 1
+                log.info(
+                    "call %s: pre-opened model connection died before the stream started "
+                    "(close %s); opening a fresh one",
+                    call_sid,
+                    connection.close_code,
+                )
+                with contextlib.suppress(Exception):
+                    await connection.close()
         return await self.endpoint.open()
+
+    def is_warm(self, call_sid: str) -> bool:
+        """Whether this process pre-opened a socket for ``call_sid`` (a fleet's hit rate)."""
+        return call_sid in self._warm
 
     @property
     def warm_count(self) -> int:
@@ -127,6 +194,7 @@ class ModelConnector:
     async def close(self) -> None:
         tasks = list(self._warm.values())
         self._warm.clear()
+        self.stats["discarded"] += len(tasks)
         await asyncio.gather(*(_discard(t) for t in tasks), return_exceptions=True)
 
 

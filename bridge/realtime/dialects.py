@@ -35,10 +35,6 @@ GA_FORMATS: dict[str, dict[str, Any]] = {
 }
 BETA_FORMATS: dict[str, str] = {"passthrough": "g711_ulaw", "pcm16": "pcm16"}
 
-#: Model-side samples per second of output audio, used to turn bytes into ms.
-MODEL_BYTES_PER_MS: dict[str, int] = {"passthrough": 8, "pcm16": 48}
-
-
 @dataclass(frozen=True)
 class DialectSpec:
     """How one dialect connects and shapes its session."""
@@ -61,6 +57,11 @@ class DialectSpec:
         if self.beta_shape and self.name != "azure":
             headers["OpenAI-Beta"] = "realtime=v1"
         return headers
+
+    @property
+    def assistant_text_type(self) -> str:
+        """Content type of assistant text in ``conversation.item.create``."""
+        return "text" if self.beta_shape else "output_text"
 
     def rename(self, event_type: str) -> str:
         return BETA_TO_GA.get(event_type, event_type) if self.beta_shape else event_type

@@ -62,6 +62,7 @@ from websockets.protocol import Event
 from bridge.config import Secret
 from bridge.sim.clips import clip_duration_ms, clip_text, load_clip
 from bridge.sim.realtime_audio import decode_input, encode_clip
+from bridge.sim.realtime_faults import ErrorFault, FaultPlan, parse_fault_args, refusal_response
 from bridge.sim.realtime_session import (
     Dialect,
     SessionConfig,
@@ -77,6 +78,8 @@ __all__ = [
     "AudioDeltaRecord",
     "ConnectionRecord",
     "EventRecord",
+    "ErrorFault",
+    "FaultPlan",
     "RealtimeSimulator",
     "ReplySpec",
     "ResponseRecord",
@@ -239,6 +242,11 @@ class ConnectionRecord:
     close_reason: str | None = None
     closed_by: Literal["server", "client"] | None = None
     closed_at: float | None = None
+    session_updates: list[dict[str, Any]] = field(default_factory=list)
+    """Every ``session.update`` received, kept even with ``record_events=False`` (they are
+    rare), so a reconnect test can compare the new session's config with the old one's."""
+    items_created: list[dict[str, Any]] = field(default_factory=list)
+    """Every ``conversation.item.create`` received (same reason: re-seeded turns)."""
 
     @property
     def is_open(self) -> bool:
@@ -400,10 +408,12 @@ class RealtimeSimulator:
             defaults stream 4x faster than real time). first_delta_latency_ms: "think
             time" between ``response.created`` and the first output item.
         vad_min_speech_ms: loud audio needed before ``speech_started`` fires.
-        close_after_ms / close_after_responses: drop every connection (``close_code``,
-            ``close_reason``) after that long / after that many ``response.done``.
-        expire_after_ms: send the ``session_expired`` error then close, like the 60-minute
-            session cap.
+        faults: a :class:`~bridge.sim.realtime_faults.FaultPlan` (closes, session cap,
+            refused handshakes, ``error`` events, per connection); :attr:`faults` stays
+            mutable, so a test can arm a refusal between two connects.
+        close_after_ms / close_after_responses / close_code / close_reason /
+            expire_after_ms: shorthands for the same fields of a plan built when
+            ``faults`` is not given (``expire_after_ms`` is its ``max_session_ms``).
         record_events: keep every sent/received event; record_audio: keep audio payloads
             in those records (turn off under load to save memory).
         on_audio_appended: ``(conn_id, byte_offset, nbytes, t)`` per append (latency
@@ -428,6 +438,7 @@ class RealtimeSimulator:
         close_code: int = 1011,
         close_reason: str = "simulated failure",
         expire_after_ms: float | None = None,
+        faults: FaultPlan | None = None,
         record_events: bool = True,
         record_audio: bool = True,
         on_audio_appended: Callable[[int, int, int, float], None] | None = None,
@@ -446,11 +457,12 @@ class RealtimeSimulator:
         self.chunk_interval_ms = chunk_interval_ms
         self.first_delta_latency_ms = first_delta_latency_ms
         self.vad_min_speech_ms = vad_min_speech_ms
-        self.close_after_ms = close_after_ms
-        self.close_after_responses = close_after_responses
-        self.close_code = close_code
-        self.close_reason = close_reason
-        self.expire_after_ms = expire_after_ms
+        if faults is None:
+            faults = FaultPlan(
+                close_after_ms=close_after_ms, close_after_responses=close_after_responses,
+                close_code=close_code, close_reason=close_reason, max_session_ms=expire_after_ms,
+            )
+        self.faults = faults
         self.record_events = record_events
         self.record_audio = record_audio
         self.on_audio_appended = on_audio_appended
@@ -459,6 +471,9 @@ class RealtimeSimulator:
         self.connections: list[ConnectionRecord] = []
         self.truncations: list[TruncationRecord] = []
         self.rejected_handshakes: list[tuple[str, int]] = []
+        self.handshakes = 0
+        """Upgrade requests seen, refused ones included (``len(connections)`` counts the
+        accepted ones)."""
         self._live: dict[int, _Session] = {}
         self._conn_ids = itertools.count(1)
         self._server: Server | None = None
@@ -532,6 +547,11 @@ class RealtimeSimulator:
     def last_connection(self) -> ConnectionRecord:
         return self.connections[-1]
 
+    @property
+    def connection_count(self) -> int:
+        """Connections accepted so far (refused handshakes are not connections)."""
+        return len(self.connections)
+
     async def wait_for(
         self, predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.005
     ) -> T:
@@ -581,19 +601,19 @@ class RealtimeSimulator:
         return self.script[min(index, len(self.script) - 1)]
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        self.handshakes += 1
         path = urlsplit(request.path).path.rstrip("/")
         if path not in _PATHS:
             self.rejected_handshakes.append((path, 404))
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        refusal = self.faults.take_refusal()
+        if refusal is not None:
+            status, text = refusal
+            self.rejected_handshakes.append((path, status))
+            return _json_response(connection, status, text)
         if self._api_key is not None and not self._authorised(request.headers, _PATHS[path]):
             self.rejected_handshakes.append((path, 401))
-            body = json.dumps({"error": {
-                "message": "Incorrect API key provided.",
-                "type": "invalid_request_error",
-                "code": "invalid_api_key",
-                "param": None,
-            }})
-            return connection.respond(HTTPStatus.UNAUTHORIZED, body + "\n")
+            return _json_response(connection, *refusal_response("bad_key"))
         return None
 
     def _authorised(self, headers: Headers, azure: bool) -> bool:
@@ -640,6 +660,14 @@ class RealtimeSimulator:
                 record.close_reason = ws.close_reason
             if record.closed_by is None:
                 record.closed_by = "client"
+
+
+def _json_response(connection: ServerConnection, status: int, text: str) -> Response:
+    """An HTTP error answer to the upgrade, typed as the API types its error bodies."""
+    response = connection.respond(HTTPStatus(status), text)
+    del response.headers["Content-Type"]
+    response.headers["Content-Type"] = "application/json"
+    return response
 
 
 # ---------------------------------------------------------------- one connection
@@ -821,21 +849,35 @@ class _Session:
                 task.cancel()
 
     def _arm_timers(self) -> None:
-        sim = self.sim
+        plan = self.sim.faults
+        if not plan.applies_to(self.rec.id):
+            return
         loop = asyncio.get_running_loop()
-        if sim.close_after_ms is not None:
+        if plan.close_after_ms is not None:
             self.timers.append(loop.call_later(
-                sim.close_after_ms / 1000, self._close_soon, sim.close_code, sim.close_reason))
-        if sim.expire_after_ms is not None:
+                plan.close_after_ms / 1000, self._close_soon, plan.close_code, plan.close_reason))
+        if plan.max_session_ms is not None:
             self.timers.append(loop.call_later(
-                sim.expire_after_ms / 1000, lambda: self._spawn(self._expire())))
+                plan.max_session_ms / 1000, lambda: self._spawn(self._expire())))
+        for fault in plan.errors:
+            self.timers.append(loop.call_later(fault.after_ms / 1000, self._fire_error, fault))
 
     async def _expire(self) -> None:
+        """The session cap as the live API ends it: the ``error`` event, then close 1001
+        (going away) whose reason repeats the message."""
+        message = self.sim.faults.expiry_message
         with contextlib.suppress(ConnectionClosed):
-            await self.send_error(
-                "invalid_request_error", "session_expired",
-                "Your session hit the maximum duration of 60 minutes.", None, None)
-        await self.close(1000, "session_expired")
+            await self.send_error("invalid_request_error", "session_expired", message, None, None)
+        await self.close(1001, message)
+
+    def _fire_error(self, fault: ErrorFault) -> None:
+        self._spawn(self._error_fault(fault))
+
+    async def _error_fault(self, fault: ErrorFault) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self.send_error(fault.type, fault.code, fault.message, fault.param, None)
+        if fault.close_code is not None:
+            await self.close(fault.close_code, fault.code or fault.type)
 
     @property
     def idle(self) -> bool:
@@ -906,6 +948,10 @@ class _Session:
             return
         type_ = ev.get("type")
         self._record_received(t, ev)
+        if type_ == "session.update":
+            rec.session_updates.append(ev)
+        elif type_ == "conversation.item.create":
+            rec.items_created.append(ev)
         if not isinstance(type_, str):
             await self.invalid(ev, "missing_required_parameter",
                                "Missing required parameter: 'type'.", "type")
@@ -1525,9 +1571,10 @@ class _Session:
             self._start_response("vad", {})
 
     def _after_done(self) -> None:
-        limit = self.sim.close_after_responses
-        if limit is not None and self.responses_done >= limit:
-            self._close_soon(self.sim.close_code, self.sim.close_reason)
+        plan = self.sim.faults
+        limit = plan.close_after_responses
+        if limit is not None and self.responses_done >= limit and plan.applies_to(self.rec.id):
+            self._close_soon(plan.close_code, plan.close_reason)
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -1549,13 +1596,33 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="name of an environment variable holding the key to require")
     parser.add_argument("--reject-beta", action="store_true")
     parser.add_argument("--latency-ms", type=float, default=200.0)
+    faults = parser.add_argument_group("faults (see bridge.sim.realtime_faults)")
+    faults.add_argument("--close-after-ms", type=float, default=None)
+    faults.add_argument("--close-after-responses", type=int, default=None)
+    faults.add_argument("--close-code", type=int, default=1011)
+    faults.add_argument("--close-reason", default="simulated failure")
+    faults.add_argument("--max-session-ms", type=float, default=None,
+                        help="session cap: error session_expired, then close 1001")
+    faults.add_argument("--refuse", default=None, metavar="N[:KIND]",
+                        help="refuse the next N handshakes; KIND: server_error, unavailable, "
+                             "rate_limit, quota, bad_key")
+    faults.add_argument("--error-at", action="append", default=None, metavar="MS:TYPE[:CODE]",
+                        help="send an error event MS after connect (repeatable)")
+    faults.add_argument("--fault-connections", default=None, metavar="1,2",
+                        help="apply close/expiry/error faults only to these connections")
     args = parser.parse_args(argv)
     key = os.environ.get(args.api_key_env) if args.api_key_env else None
     script: list[ReplySpec] = [s for s in args.script.split(",") if s]
+    plan = parse_fault_args(
+        close_after_ms=args.close_after_ms, close_after_responses=args.close_after_responses,
+        close_code=args.close_code, close_reason=args.close_reason,
+        max_session_ms=args.max_session_ms, refuse=args.refuse, error_at=args.error_at,
+        connections=args.fault_connections,
+    )
 
     async def serve_forever() -> None:
         sim = RealtimeSimulator(script, api_key=key, reject_beta=args.reject_beta,
-                                first_delta_latency_ms=args.latency_ms)
+                                first_delta_latency_ms=args.latency_ms, faults=plan)
         await sim.start(args.host, args.port)
         print(f"Realtime simulator listening on {sim.url} (Azure form: {sim.azure_url})")
         try:

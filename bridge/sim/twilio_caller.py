@@ -444,14 +444,19 @@ class TwilioCaller:
         ticker: Ticker | None = None,
         open_timeout: float = 10.0,
         close_timeout: float = 5.0,
+        sign_url: str | None = None,
     ) -> None:
         """`url` is signed exactly as given (use the public wss:// URL the server expects).
+
+        `sign_url`, when given, is signed instead of `url`: to reach one replica of a fleet
+        directly with the signature Twilio computes over the fleet's public stream URL.
 
         `hangup_at_ms` and `duration_ms` both end the call from the caller's side at that
         call time (stop, then close); the earlier wins. `abrupt_hangup` makes that ending a
         dropped TCP connection instead: no `stop`, no close frame.
         """
         self.url = url
+        self.sign_url = sign_url or url
         self.call_sid = call_sid or _new_sid("CA")
         self.stream_sid = stream_sid or _new_sid("MZ")
         self.account_sid = account_sid or _new_sid("AC")
@@ -520,7 +525,7 @@ class TwilioCaller:
         headers: dict[str, str] = {}
         if self._auth_token is not None:
             token = self._auth_token.reveal()
-            headers["x-twilio-signature"] = twilio_signature(token, self.url)
+            headers["x-twilio-signature"] = twilio_signature(token, self.sign_url)
         self._loop = asyncio.get_running_loop()
         self._ws = await connect(
             self.url,

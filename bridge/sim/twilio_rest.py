@@ -1,7 +1,7 @@
 """A local stand-in for the slice of Twilio's REST API the bridge uses (2010-04-01).
 
 Tests and the demo point the *real* ``twilio.rest.Client`` at it (see
-:class:`bridge.twilio.calls.CallControl`'s ``base_url``), so the request the library
+:class:`bridge.twilio.calls.TwilioCalls`'s ``base_url``), so the request the library
 builds -- path, form encoding, basic auth -- and the JSON it parses back are exercised
 over a real socket on 127.0.0.1, and our own code is never mocked.
 
@@ -181,7 +181,7 @@ class TwilioRestSimulator:
 
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:PORT`` -- what ``CallControl(base_url=...)`` should get."""
+        """``http://127.0.0.1:PORT`` -- what ``TwilioCalls(base_url=...)`` should get."""
         return f"http://{self.host}:{self.port}"
 
     def add_api_key(self, key_sid: str | None = None, secret: str | None = None) -> tuple[str, str]:

@@ -93,7 +93,22 @@ class Store(Protocol):
         self, call_sid: str, status: str, duration_s: int | None = None
     ) -> None: ...
 
+    def record_recording(self, call_sid: str, path: str) -> None: ...
+
+    def record_resilience(
+        self, call_sid: str, reconnects: int, gap_ms: int, rollovers: int, fallback: str | None
+    ) -> None: ...
+
     async def list_calls(self, limit: int = 20) -> list[CallSummary]: ...
+
+    async def search_calls(
+        self,
+        *,
+        number: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+    ) -> list[CallSummary]: ...
 
     async def get_call(self, call_sid: str) -> CallRecord | None: ...
 

@@ -249,7 +249,53 @@ class CallStore:
             )
         )
 
+    def record_recording(self, call_sid: str, path: str) -> None:
+        """Where the call's two-channel recording was written."""
+        self._writer.submit(
+            Statement(
+                sql.RECORDING,
+                (call_sid, path, utc(None)),
+                f"recording {_short(call_sid)}",
+            )
+        )
+
+    def record_resilience(
+        self, call_sid: str, reconnects: int, gap_ms: int, rollovers: int, fallback: str | None
+    ) -> None:
+        """How the call survived its model connection: reconnects (and the total gap),
+        seamless rollovers, and the fallback taken when the model could not be reached."""
+        self._writer.submit(
+            Statement(
+                sql.RESILIENCE,
+                (call_sid, reconnects, gap_ms, rollovers, fallback, utc(None)),
+                f"resilience {_short(call_sid)}",
+            )
+        )
+
     # --------------------------------------------------------------------- reads
+
+    async def search_calls(
+        self,
+        *,
+        number: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+    ) -> list[CallSummary]:
+        """Calls whose from or to number contains ``number``, started in [since, until)."""
+        params: list[Any] = []
+        digits = (number or "").strip()
+        if digits:
+            pattern = "%" + digits.replace("%", "").replace("_", "") + "%"
+            params += [pattern, pattern]
+        if since is not None:
+            params.append(utc(since))
+        if until is not None:
+            params.append(utc(until))
+        params.append(max(1, min(int(limit), 500)))
+        query = sql.search_calls(bool(digits), since is not None, until is not None)
+        rows = await self.backend.fetch(query, params)
+        return [sql.summary(row) for row in rows]
 
     async def list_calls(self, limit: int = 20) -> list[CallSummary]:
         """The most recent calls, newest first, with turn counts and estimated cost."""

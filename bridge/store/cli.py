@@ -119,6 +119,14 @@ def format_call(call: CallRecord) -> str:
         f"  twilio      {call.twilio_status or '-'}"
         + (f", {call.twilio_duration_s} s" if call.twilio_duration_s is not None else ""),
         f"  duration    {_duration(call.duration_s)}",
+    ]
+    if call.reconnects or call.rollovers or call.fallback:
+        lines.append(
+            f"  model       {call.reconnects} reconnect(s), {call.model_gap_ms} ms without a "
+            f"model, {call.rollovers} rollover(s)"
+            + (f", fallback: {call.fallback}" if call.fallback else "")
+        )
+    lines += [
         "",
         "Transcript",
     ]
@@ -164,16 +172,23 @@ def summary_json(call: CallSummary) -> dict[str, Any]:
 # ------------------------------------------------------------------------ main
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bridge calls", description="Show recorded calls (costs are estimates)."
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``calls`` options, shared by this parser and ``python -m bridge calls``.
+
+    One definition, so the top-level CLI cannot drift from what this docstring promises."""
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument("--limit", type=int, default=20, help="how many calls (default 20)")
     sub = parser.add_subparsers(dest="command")
     show = sub.add_parser("show", help="one call's transcript and usage")
     show.add_argument("call_sid", help="the CallSid, CA…")
     show.add_argument("--json", action="store_true", dest="show_json", help="print JSON")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bridge calls", description="Show recorded calls (costs are estimates)."
+    )
+    add_arguments(parser)
     return parser
 
 
@@ -225,6 +240,15 @@ def main(argv: list[str], database_url: str | Secret, out: TextIO | None = None)
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse already printed the problem
         return EXIT_OK if exc.code == 0 else EXIT_USAGE
+    return run_parsed(args, database_url, out)
+
+
+def run_parsed(
+    args: argparse.Namespace, database_url: str | Secret, out: TextIO | None = None
+) -> int:
+    """Run already-parsed ``calls`` arguments (see :func:`add_arguments`)."""
+    if isinstance(database_url, Secret):
+        database_url = database_url.reveal()
     if args.limit < 1:
         print("--limit must be at least 1", file=sys.stderr)
         return EXIT_USAGE

@@ -102,3 +102,92 @@ def _cached_split(usage: TokenUsage) -> tuple[int, int]:
         min(max(0, text), usage.input_text_tokens),
         min(max(0, audio), usage.input_audio_tokens),
     )
+
+
+# ------------------------------------------------------------------ the cascade
+
+#: USD per minute of transcribed audio (list prices, late 2025; see docs/cascade.md).
+STT_PER_MINUTE: dict[str, float] = {
+    "gpt-4o-transcribe": 0.006,
+    "gpt-4o-mini-transcribe": 0.003,
+    "whisper-1": 0.006,
+}
+#: USD per 1M tokens: (input, cached input, output).
+LLM_PER_MILLION: dict[str, tuple[float, float, float]] = {
+    "gpt-4.1-mini": (0.40, 0.10, 1.60),
+    "gpt-4.1-nano": (0.10, 0.025, 0.40),
+    "gpt-4o-mini": (0.15, 0.075, 0.60),
+}
+#: USD per 1M input characters, and per minute of audio out (gpt-4o-mini-tts bills
+#: its audio output by tokens; OpenAI quotes the estimate per minute).
+TTS_PRICES: dict[str, tuple[float, float]] = {
+    "tts-1": (15.0, 0.0),
+    "tts-1-hd": (30.0, 0.0),
+    "gpt-4o-mini-tts": (0.60, 0.015),
+}
+#: Realtime audio tokens per second (OpenAI's Realtime cost guide).
+REALTIME_IN_TOKENS_PER_S = 10
+REALTIME_OUT_TOKENS_PER_S = 20
+
+
+@dataclass(frozen=True)
+class CascadeCost:
+    stt: float
+    llm: float
+    tts: float
+    known: bool
+    """False when a model is missing from the tables (its stage is counted as 0)."""
+
+    @property
+    def total(self) -> float:
+        return self.stt + self.llm + self.tts
+
+
+def cascade_cost(usage: Mapping[str, object]) -> CascadeCost:
+    """Estimated USD of one cascade response, from its ``ResponseFinished.usage``."""
+
+    def num(key: str) -> float:
+        value = usage.get(key, 0)
+        return float(value) if isinstance(value, int | float) else 0.0
+
+    known = True
+    stt_rate = STT_PER_MINUTE.get(str(usage.get("stt_model")))
+    llm_rate = LLM_PER_MILLION.get(str(usage.get("llm_model")))
+    tts_rate = TTS_PRICES.get(str(usage.get("tts_model")))
+    stt = llm = tts = 0.0
+    if stt_rate is None:
+        known = False
+    else:
+        stt = num("stt_audio_seconds") / 60 * stt_rate
+    if llm_rate is None:
+        known = False
+    else:
+        cached = min(num("llm_cached_tokens"), num("llm_prompt_tokens"))
+        llm = ((num("llm_prompt_tokens") - cached) * llm_rate[0] + cached * llm_rate[1]
+               + num("llm_completion_tokens") * llm_rate[2]) * _PER_TOKEN
+    if tts_rate is None:
+        known = False
+    else:
+        tts = num("tts_characters") * tts_rate[0] * _PER_TOKEN \
+            + num("tts_audio_seconds") / 60 * tts_rate[1]
+    return CascadeCost(stt, llm, tts, known)
+
+
+def realtime_equivalent(usage: Mapping[str, object], prices: Prices | None = None) -> float:
+    """What the same turn would roughly cost on the Realtime API (a lower bound).
+
+    The caller's audio becomes input audio tokens and the agent's output audio tokens
+    at the Realtime rates; the LLM prompt is counted as text input.  A Realtime
+    session re-reads earlier *audio* turns as audio tokens, so real Realtime costs
+    grow faster over a call than this estimate."""
+    p = prices or Prices()
+
+    def num(key: str) -> float:
+        value = usage.get(key, 0)
+        return float(value) if isinstance(value, int | float) else 0.0
+
+    audio_in = num("stt_audio_seconds") * REALTIME_IN_TOKENS_PER_S
+    audio_out = num("tts_audio_seconds") * REALTIME_OUT_TOKENS_PER_S
+    return (audio_in * p.audio_in + audio_out * p.audio_out
+            + num("llm_prompt_tokens") * p.text_in
+            + num("llm_completion_tokens") * p.text_out) * _PER_TOKEN

@@ -108,6 +108,34 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        2,
+        "single-use stream token claims shared by a fleet",
+        (
+            # The primary key is the whole replay check: a second INSERT of the same id
+            # conflicts, on any replica.  Rows are deleted once the token has expired.
+            """CREATE TABLE stream_token_claims (
+                token_id TEXT PRIMARY KEY,
+                expires_ms {BIGINT} NOT NULL
+            )""",
+            "CREATE INDEX stream_token_claims_by_expiry ON stream_token_claims (expires_ms)",
+        ),
+    ),
+    Migration(
+        3,
+        "call recordings",
+        ("ALTER TABLE calls ADD COLUMN recording_path TEXT",),
+    ),
+    Migration(
+        4,
+        "model reconnects, gap, rollovers and fallback per call",
+        (
+            "ALTER TABLE calls ADD COLUMN reconnects INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE calls ADD COLUMN model_gap_ms {BIGINT} NOT NULL DEFAULT 0",
+            "ALTER TABLE calls ADD COLUMN rollovers INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE calls ADD COLUMN fallback TEXT",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -91,10 +91,30 @@ ON CONFLICT (call_sid, response_id) DO UPDATE SET
     recorded_at = excluded.recorded_at
 """
 
+RECORDING = """
+INSERT INTO calls (call_sid, recording_path, updated_at)
+VALUES (?, ?, ?)
+ON CONFLICT (call_sid) DO UPDATE SET
+    recording_path = excluded.recording_path,
+    updated_at = excluded.updated_at
+"""
+
+RESILIENCE = """
+INSERT INTO calls (call_sid, reconnects, model_gap_ms, rollovers, fallback, updated_at)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (call_sid) DO UPDATE SET
+    reconnects = excluded.reconnects,
+    model_gap_ms = excluded.model_gap_ms,
+    rollovers = excluded.rollovers,
+    fallback = excluded.fallback,
+    updated_at = excluded.updated_at
+"""
+
 _SUMMARY = """
 SELECT c.call_sid, c.stream_sid, c.from_number, c.to_number, c.agent, c.audio_mode,
        c.dialect, c.started_at, c.ended_at, c.end_reason, c.twilio_status,
-       c.twilio_duration_s,
+       c.twilio_duration_s, c.recording_path,
+       c.reconnects, c.model_gap_ms, c.rollovers, c.fallback,
        (SELECT COUNT(*) FROM turns t WHERE t.call_sid = c.call_sid) AS turn_count,
        (SELECT COALESCE(SUM(r.cost_usd), 0) FROM responses r
          WHERE r.call_sid = c.call_sid) AS cost_usd
@@ -104,6 +124,19 @@ FROM calls c
 # Ordered by start time, or by arrival for rows only Twilio's callback has created; the
 # expression index ``calls_by_time`` serves this order.
 LIST_CALLS = _SUMMARY + "ORDER BY COALESCE(c.started_at, c.updated_at) DESC LIMIT ?"
+
+
+def search_calls(number: bool, since: bool, until: bool) -> str:
+    """The summary query filtered by what the search names (only those placeholders)."""
+    where = []
+    if number:
+        where.append("(c.from_number LIKE ? OR c.to_number LIKE ?)")
+    if since:
+        where.append("COALESCE(c.started_at, c.updated_at) >= ?")
+    if until:
+        where.append("COALESCE(c.started_at, c.updated_at) < ?")
+    clause = ("WHERE " + " AND ".join(where) + " ") if where else ""
+    return _SUMMARY + clause + "ORDER BY COALESCE(c.started_at, c.updated_at) DESC LIMIT ?"
 GET_CALL = _SUMMARY + "WHERE c.call_sid = ?"
 GET_TURNS = (
     "SELECT seq, speaker, text, start_ms, end_ms, interrupted FROM turns "
@@ -149,6 +182,11 @@ def summary_fields(row: Mapping[str, Any]) -> dict[str, Any]:
         "twilio_duration_s": _int(row["twilio_duration_s"]),
         "turn_count": int(row["turn_count"] or 0),
         "cost_usd": float(row["cost_usd"] or 0.0),
+        "recording_path": row["recording_path"],
+        "reconnects": int(row["reconnects"] or 0),
+        "model_gap_ms": int(row["model_gap_ms"] or 0),
+        "rollovers": int(row["rollovers"] or 0),
+        "fallback": row["fallback"],
     }
 
 

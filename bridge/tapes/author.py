@@ -20,6 +20,10 @@ Scenario file (TOML), one table per tape::
     abrupt_hangup = false                         # optional
     env = {AGENT_GREETING = "Hi"}                 # optional bridge settings
     simulator = {chunk_interval_ms = 50}          # optional RealtimeSimulator options
+    faults = {close_after_ms = 4200, connections = [1]}  # optional FaultPlan fields
+    rest = true                                   # optional: hang-up/transfer through the
+                                                  # Twilio REST stand-in, which then ends
+                                                  # the stream as Twilio does
 
 ``ms`` keeps only the start of a clip, which keeps tapes small.
 """
@@ -27,6 +31,7 @@ Scenario file (TOML), one table per tape::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import shutil
 import tempfile
@@ -42,6 +47,8 @@ FAKE_OPENAI_KEY = "sk-tapeauthor-FAKE-openai-key-7f3a9c"
 FAKE_AUTH_TOKEN = "tapeauthorfaketwilioauthtoken4e21"
 FAKE_API_SECRET = "tapeauthor-FAKE-twilio-api-secret-91bd"
 FAKE_SECRETS = (FAKE_OPENAI_KEY, FAKE_AUTH_TOKEN, FAKE_API_SECRET)
+#: The CallSid of an authored call whose call control goes through the REST stand-in.
+AUTHOR_CALL_SID = "CA" + "a0" * 16
 
 
 class ScenarioError(ValueError):
@@ -92,18 +99,49 @@ async def record_scenario(scenario: dict[str, Any], out_dir: Path) -> Path:
     }
     env.update({str(k): str(v) for k, v in (scenario.get("env") or {}).items()})
     simulator = dict(scenario.get("simulator") or {})
-    async with RealtimeSimulator(
-        list(scenario.get("model") or []), api_key=FAKE_OPENAI_KEY, **simulator
-    ) as sim:
-        async with LocalBridge(sim.url, auth_token=FAKE_AUTH_TOKEN, env=env) as bridge:
-            caller = await bridge.place_call(
-                script=_caller_script(list(scenario.get("caller") or [])),
-                dtmf=[(float(at), str(d)) for at, d in scenario.get("dtmf") or []],
-                hangup_at_ms=scenario.get("hangup_at_ms"),
-                abrupt_hangup=bool(scenario.get("abrupt_hangup", False)),
+    if scenario.get("faults"):
+        from bridge.sim.realtime_faults import FaultPlan
+
+        faults = dict(scenario["faults"])
+        if "connections" in faults:
+            faults["connections"] = set(faults["connections"])
+        simulator["faults"] = FaultPlan(**faults)
+    async with contextlib.AsyncExitStack() as stack:
+        sim = await stack.enter_async_context(
+            RealtimeSimulator(
+                list(scenario.get("model") or []), api_key=FAKE_OPENAI_KEY, **simulator
             )
-            await caller.run()
-            return await _wait_for_tape(out_dir)
+        )
+        rest = None
+        if scenario.get("rest"):
+            from bridge.sim.twilio_rest import TwilioRestSimulator
+
+            rest = await stack.enter_async_context(
+                TwilioRestSimulator(auth_token=FAKE_AUTH_TOKEN)
+            )
+            env.update(TWILIO_ACCOUNT_SID=rest.account_sid, TWILIO_API_BASE_URL=rest.base_url)
+            env.pop("TWILIO_API_SECRET")  # REST authenticates with the auth token here
+            rest.add_call(AUTHOR_CALL_SID, to="+15559990000", from_="+15550001111")
+        bridge = await stack.enter_async_context(
+            LocalBridge(sim.url, auth_token=FAKE_AUTH_TOKEN, env=env)
+        )
+        caller = await bridge.place_call(
+            call_sid=AUTHOR_CALL_SID if rest is not None else None,
+            script=_caller_script(list(scenario.get("caller") or [])),
+            dtmf=[(float(at), str(d)) for at, d in scenario.get("dtmf") or []],
+            hangup_at_ms=scenario.get("hangup_at_ms"),
+            abrupt_hangup=bool(scenario.get("abrupt_hangup", False)),
+        )
+        if rest is not None:
+            # Twilio ends the Media Stream once the call is hung up or redirected.
+            def ended(sid: str, form: dict[str, str]) -> None:
+                asyncio.get_running_loop().call_soon(
+                    lambda: asyncio.ensure_future(caller.hangup())
+                )
+
+            rest.on_call_update = ended
+        await caller.run()
+        return await _wait_for_tape(out_dir)
 
 
 async def _wait_for_tape(directory: Path, timeout_s: float = 10.0) -> Path:

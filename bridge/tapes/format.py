@@ -15,6 +15,7 @@ tapes can be grepped, diffed and read by humans.  Frames are stored parsed
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import gzip
 import json
@@ -24,54 +25,102 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.config import AgentConfig, Secret, TurnDetection
+from bridge.config import AgentConfig, AudioMode, Secret, TurnDetection
+from bridge.core import events as ev
 from bridge.core.actions import (
+    TO_CALLER,
+    TO_MODEL,
     Action,
-    CallControl,
+    AuthoriseStream,
     ConnectModel,
+    ControlCall,
+    DiscardStandby,
     EndCall,
     Notice,
+    Observed,
+    PrepareStandby,
     RunTool,
-    SendModel,
-    SendTwilio,
-    StreamStarted,
+    SwitchToStandby,
+    ToStandby,
     TranscriptLine,
     Usage,
+    WakeAt,
 )
-from bridge.core.inputs import CallInput
-from bridge.core.session import SessionConfig
+from bridge.core.config import CallConfig, ControlRequest
+from bridge.core.stream import StreamInfo
 from bridge.realtime.dialects import DialectSpec
+from bridge.realtime.wire import RealtimeProtocol
+from bridge.twilio.media import TwilioMediaProtocol
 from bridge.twilio.twiml import PARAM_TOKEN
 
-TAPE_VERSION = 1
-"""Bumped only for changes an older reader would misread; new optional keys keep 1."""
+TAPE_VERSION = 2
+"""2: the typed core (key presses sent as pressed, hang-up timing on the tape).
+Version 1 tapes still load; see docs/tapes.md for when they need re-authoring."""
 
 REDACTED = "***"
 _COMPACT = (",", ":")
 
-#: Non-frame inputs: CallInput kind -> the peer it is attributed to on the tape.
+#: Driver and connection events: record kind <-> event class (frames are stored raw).
+EVENT_KINDS: dict[str, type] = {
+    "leg_opened": ev.LegOpened,
+    "accept": ev.StreamAccepted,
+    "refused": ev.StreamRefused,
+    "model_connected": ev.ModelConnected,
+    "model_failed": ev.ModelUnavailable,
+    "tool_result": ev.ToolFinished,
+    "control_done": ev.ControlFinished,
+    "timer": ev.TimerFired,
+    "standby_connected": ev.StandbyConnected,
+    "standby_ready": ev.StandbyReady,
+    "standby_failed": ev.StandbyFailed,
+    "twilio_closed": ev.CallerGone,
+    "model_closed": ev.ModelDisconnected,
+    "end": ev.EndRequested,
+    "problem": ev.ProtocolProblem,
+}
+_KIND_OF_EVENT = {cls: kind for kind, cls in EVENT_KINDS.items()}
+#: Version 1 names for the same inputs.
+_V1_KINDS = {"tick": "timer"}
+
+#: The peer each driver-side input is attributed to on the tape.
 INPUT_PEERS: dict[str, str] = {
-    "accept": "bridge",
     "model_connected": "model",
     "model_failed": "model",
-    "tool_result": "bridge",
-    "tick": "bridge",
-    "twilio_closed": "twilio",
     "model_closed": "model",
-    "end": "bridge",
+    "twilio_closed": "twilio",
 }
 
 #: Bridge-side actions: class -> record kind.
 ACTION_KINDS: dict[type, str] = {
-    StreamStarted: "stream_started",
+    AuthoriseStream: "stream_started",
     ConnectModel: "connect_model",
+    PrepareStandby: "prepare_standby",
+    ToStandby: "to_standby",
+    SwitchToStandby: "switch_to_standby",
+    DiscardStandby: "discard_standby",
     RunTool: "run_tool",
-    CallControl: "call_control",
+    ControlCall: "call_control",
     TranscriptLine: "transcript",
     Usage: "usage",
     Notice: "notice",
     EndCall: "end_call",
 }
+
+#: Actions a tape leaves out: derived from the events (timeline) or pure scheduling.
+UNRECORDED: tuple[type, ...] = (Observed, WakeAt)
+
+
+class TapeWire:
+    """The wire protocols a tape's frames and sends are written in."""
+
+    def __init__(self, dialect: DialectSpec, audio_mode: AudioMode) -> None:
+        self.caller = TwilioMediaProtocol()
+        self.model = RealtimeProtocol(dialect, audio_mode)
+
+    def parse(self, peer: str, frame: str | bytes) -> ev.Event:
+        if peer == "twilio":
+            return self.caller.parse(frame)
+        return self.model.parse(frame)
 
 
 class TapeError(ValueError):
@@ -121,17 +170,41 @@ def redact_start(message: dict[str, Any]) -> str | None:
 # ------------------------------------------------------------- session config
 
 
-def config_to_json(config: SessionConfig) -> dict[str, Any]:
-    """The SessionConfig as header fields (``agent`` and ``dialect`` flattened)."""
+def _audio_to_json(audio: bytes) -> str:
+    """A prompt clip in the header: the bundled clip's name, else the bytes (base64)."""
+    from bridge.audio.prompts import BUNDLED_PROMPTS, bundled_prompt
+
+    for name in BUNDLED_PROMPTS:
+        if audio == bundled_prompt(name):
+            return f"bundled:{name}"
+    return "b64:" + base64.b64encode(audio).decode("ascii")
+
+
+def _audio_from_json(value: Any) -> bytes:
+    text = str(value or "")
+    if text.startswith("bundled:"):
+        from bridge.audio.prompts import bundled_prompt
+
+        return bundled_prompt(text.removeprefix("bundled:"))
+    if text.startswith("b64:"):
+        return base64.b64decode(text.removeprefix("b64:"))
+    return b""
+
+
+def config_to_json(config: CallConfig, dialect: DialectSpec) -> dict[str, Any]:
+    """The CallConfig as header fields (``agent`` and ``dialect`` flattened)."""
     session = {
         f.name: getattr(config, f.name)
         for f in dataclasses.fields(config)
-        if f.name not in {"agent", "dialect", "audio_mode", "model", "tools"}
+        if f.name not in {"agent", "audio_mode", "model", "tools"}
     }
+    for name, value in session.items():
+        if isinstance(value, bytes):
+            session[name] = _audio_to_json(value) if value else ""
     return {
         "audio_mode": config.audio_mode,
-        "dialect": config.dialect.name,
-        "dialect_beta_shape": config.dialect.beta_shape,
+        "dialect": dialect.name,
+        "dialect_beta_shape": dialect.beta_shape,
         "model": config.model,
         "agent": dataclasses.asdict(config.agent),
         "tools": [dict(t) for t in config.tools],
@@ -145,47 +218,69 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k in names}
 
 
-def config_from_json(data: dict[str, Any]) -> SessionConfig:
-    """Rebuild the SessionConfig a tape was recorded with (inverse of config_to_json)."""
+def dialect_from_json(data: dict[str, Any]) -> DialectSpec:
+    return DialectSpec(data.get("dialect", "ga"), bool(data.get("dialect_beta_shape", False)))
+
+
+def config_from_json(data: dict[str, Any]) -> CallConfig:
+    """Rebuild the CallConfig a tape was recorded with (inverse of config_to_json)."""
     agent_data = dict(data.get("agent") or {})
     td = TurnDetection(**_known(TurnDetection, dict(agent_data.pop("turn_detection", {}) or {})))
     if "tools" in agent_data:
         agent_data["tools"] = tuple(agent_data["tools"])
     agent = AgentConfig(turn_detection=td, **_known(AgentConfig, agent_data))
-    dialect = DialectSpec(data.get("dialect", "ga"), bool(data.get("dialect_beta_shape", False)))
-    return SessionConfig(
+    session = _known(CallConfig, dict(data.get("session") or {}))
+    for name in ("filler_audio", "apology_audio"):
+        if name in session:
+            session[name] = _audio_from_json(session[name])
+    return CallConfig(
         agent=agent,
-        dialect=dialect,
         audio_mode=data.get("audio_mode", "passthrough"),
         model=str(data.get("model", "gpt-realtime")),
         tools=tuple(data.get("tools") or ()),
-        **_known(SessionConfig, dict(data.get("session") or {})),
+        **session,
     )
 
 
 # ------------------------------------------------------------------ records
 
 
+def _event_data(event: ev.Event, config_ref: Any) -> dict[str, Any]:
+    if isinstance(event, ev.StreamAccepted):
+        return {"config": config_ref} if event.config is not None else {}
+    data = dataclasses.asdict(event)
+    return {k: v for k, v in data.items() if v is not None and v != ""}
+
+
 def input_line(
-    t: int, item: CallInput, redact: Redactor, config_ref: Any = "header"
+    t: int,
+    event: ev.Event,
+    frame: str | bytes | None,
+    peer: str,
+    redact: Redactor,
+    config_ref: Any = "header",
 ) -> str:
     """One input as a tape line (with its newline); learns the stream token on ``start``.
 
-    An ``accept`` carrying a config stores ``config_ref``: ``"header"`` when the header
+    A frame is kept as it arrived (parsed again on replay); other events by kind.  An
+    ``accept`` carrying a config stores ``config_ref``: ``"header"`` when the header
     holds that very config (the normal case), else the config itself."""
-    kind = item.kind
-    if kind == "twilio" or kind == "model":
-        return _frame_line(t, kind, item.frame, redact)
-    data: dict[str, Any] = dict(item.data)
-    if kind == "accept" and item.config is not None:
-        data["config"] = config_ref
-    record = {"t": t, "dir": "in", "peer": INPUT_PEERS.get(kind, "bridge"), "kind": kind}
-    if data:
-        record["data"] = data
+    if frame is not None and peer in ("twilio", "model"):
+        return _frame_line(t, peer, frame, redact)
+    kind = _KIND_OF_EVENT.get(type(event))
+    if kind is None:
+        # An in-process backend's event (no frame): kept by class name.
+        record = {"t": t, "dir": "in", "peer": peer, "kind": "event",
+                  "type": type(event).__name__, "data": dataclasses.asdict(event)}
+    else:
+        record = {"t": t, "dir": "in", "peer": INPUT_PEERS.get(kind, peer), "kind": kind}
+        data = _event_data(event, config_ref)
+        if data:
+            record["data"] = data
     return redact(json.dumps(record, default=str, separators=_COMPACT)) + "\n"
 
 
-def _frame_line(t: int, peer: str, frame: str | bytes | None, redact: Redactor) -> str:
+def _frame_line(t: int, peer: str, frame: str | bytes, redact: Redactor) -> str:
     head = f'{{"t":{t},"dir":"in","peer":"{peer}",'
     if isinstance(frame, bytes):
         try:
@@ -195,10 +290,10 @@ def _frame_line(t: int, peer: str, frame: str | bytes | None, redact: Redactor) 
 
             return head + f'"kind":"binary","raw_b64":"{base64.b64encode(frame).decode()}"}}\n'
     else:
-        text = frame or ""
+        text = frame
     try:
         msg = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return redact(head + f'"kind":"unparsed","raw":{json.dumps(text)}}}') + "\n"
     kind = "frame"
     if isinstance(msg, dict):
@@ -212,17 +307,26 @@ def _frame_line(t: int, peer: str, frame: str | bytes | None, redact: Redactor) 
     return redact(head + f'"kind":{json.dumps(kind)},"msg":{text}}}') + "\n"
 
 
-def output_record(t: int, action: Action) -> dict[str, Any]:
-    """An action as a record dict, exactly as :func:`output_line` writes it (parsed)."""
-    if type(action) is SendTwilio:
-        msg = action.message
+def output_record(t: int, action: Action, wire: TapeWire) -> dict[str, Any] | None:
+    """An action as a record dict (None for what tapes leave out).
+
+    Sends are kept as the wire messages they become, so a tape reads like the call's
+    traffic and live replays can compare what really went over the sockets."""
+    kind_of = type(action)
+    if kind_of in UNRECORDED:
+        return None
+    if kind_of in TO_CALLER:
+        msg = json.loads(wire.caller.serialise(action))  # type: ignore[arg-type]
         return {"t": t, "dir": "out", "peer": "twilio", "kind": str(msg.get("event")), "msg": msg}
-    if type(action) is SendModel:
-        event = action.event
+    if kind_of in TO_MODEL:
+        event = wire.model.client_event(action)  # type: ignore[arg-type]
         return {"t": t, "dir": "out", "peer": "model", "kind": str(event.get("type")), "msg": event}
-    kind = ACTION_KINDS.get(type(action), type(action).__name__)
+    kind = ACTION_KINDS.get(kind_of, kind_of.__name__)
+    if isinstance(action, ToStandby):
+        events = [wire.model.client_event(a) for a in action.actions]
+        return {"t": t, "dir": "out", "peer": "bridge", "kind": kind, "data": {"events": events}}
     data = dataclasses.asdict(action) if dataclasses.is_dataclass(action) else {}
-    if isinstance(action, StreamStarted):
+    if isinstance(action, AuthoriseStream):
         params = dict(action.info.custom_parameters)
         if PARAM_TOKEN in params:
             params[PARAM_TOKEN] = REDACTED
@@ -232,24 +336,19 @@ def output_record(t: int, action: Action) -> dict[str, Any]:
             "data": json.loads(json.dumps(data, default=str))}
 
 
-def output_line(t: int, action: Action, wire: str | None, redact: Redactor) -> str:
-    """One action as a tape line.  Sends embed the exact wire text (no re-encoding)."""
-    if wire is not None and (type(action) is SendTwilio or type(action) is SendModel):
-        if type(action) is SendTwilio:
-            peer, kind = "twilio", action.message.get("event")  # type: ignore[union-attr]
-        else:
-            peer, kind = "model", action.event.get("type")  # type: ignore[union-attr]
-        kind_json = json.dumps(str(kind))
-        line = f'{{"t":{t},"dir":"out","peer":"{peer}","kind":{kind_json},"msg":{wire}}}'
-        return redact(line) + "\n"
-    return redact(json.dumps(output_record(t, action), default=str, separators=_COMPACT)) + "\n"
+def output_line(t: int, action: Action, wire: TapeWire, redact: Redactor) -> str | None:
+    record = output_record(t, action, wire)
+    if record is None:
+        return None
+    return redact(json.dumps(record, default=str, separators=_COMPACT)) + "\n"
 
 
-def input_from_record(record: dict[str, Any], header_config: SessionConfig | None) -> CallInput:
-    """The CallInput a tape input record stands for."""
-    peer = record.get("peer")
+def input_from_record(
+    record: dict[str, Any], header_config: CallConfig | None, wire: TapeWire
+) -> ev.Event:
+    """The event a tape input record stands for (frames parsed by ``wire``)."""
+    peer = str(record.get("peer"))
     if "msg" in record or "raw" in record or "raw_b64" in record:
-        kind = "twilio" if peer == "twilio" else "model"
         frame: str | bytes
         if "msg" in record:
             frame = json.dumps(record["msg"])
@@ -259,14 +358,36 @@ def input_from_record(record: dict[str, Any], header_config: SessionConfig | Non
             import base64
 
             frame = base64.b64decode(record["raw_b64"])
-        return CallInput(kind, frame)  # type: ignore[arg-type]
+        return wire.parse(peer, frame)
     kind = str(record.get("kind"))
     data = dict(record.get("data") or {})
-    config: SessionConfig | None = None
-    if kind == "accept" and "config" in data:
-        spec = data.pop("config")
-        config = header_config if spec == "header" else config_from_json(spec)
-    return CallInput(kind, data=data, config=config)  # type: ignore[arg-type]
+    if kind == "event":
+        return _typed_event(str(record.get("type")), data)
+    kind = _V1_KINDS.get(kind, kind)
+    cls = EVENT_KINDS.get(kind)
+    if cls is None:
+        raise TapeError(f"unknown input kind {kind!r} at t={record.get('t')}")
+    if cls is ev.StreamAccepted:
+        spec = data.get("config")
+        if spec is None:
+            return ev.StreamAccepted()
+        return ev.StreamAccepted(header_config if spec == "header" else config_from_json(spec))
+    if cls is ev.ToolFinished:
+        control = data.get("control")
+        request = ControlRequest(**_known(ControlRequest, control)) if control else None
+        return ev.ToolFinished(str(data["call_id"]), str(data["output"]), request)
+    return cls(**_known(cls, data))  # type: ignore[no-any-return,return-value]
+
+
+def _typed_event(name: str, data: dict[str, Any]) -> ev.Event:
+    cls = getattr(ev, name, None)
+    if not isinstance(cls, type) or not dataclasses.is_dataclass(cls):
+        raise TapeError(f"unknown event type {name!r}")
+    if cls is ev.StreamStarted:
+        info = dict(data["info"])
+        info["tracks"] = tuple(info.get("tracks") or ())
+        return ev.StreamStarted(StreamInfo(**_known(StreamInfo, info)))
+    return cls(**_known(cls, data))  # type: ignore[no-any-return,return-value]
 
 
 # -------------------------------------------------------------------- files
@@ -292,12 +413,20 @@ class Tape:
         return [r for r in self.records if r.get("dir") == "out"]
 
     @property
-    def config(self) -> SessionConfig:
+    def config(self) -> CallConfig:
         """The config the call was accepted with."""
         return config_from_json(self.header)
 
     @property
-    def initial_config(self) -> SessionConfig:
+    def dialect(self) -> DialectSpec:
+        return dialect_from_json(self.header)
+
+    def wire(self) -> TapeWire:
+        """Fresh protocol state for reading this tape's frames and writing its sends."""
+        return TapeWire(self.dialect, self.config.audio_mode)
+
+    @property
+    def initial_config(self) -> CallConfig:
         """The config the session was created with (before the agent was chosen)."""
         initial = self.header.get("initial")
         return config_from_json(initial) if initial else self.config

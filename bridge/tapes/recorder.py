@@ -29,12 +29,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from bridge.config import Settings
+from bridge.core import events as ev
 from bridge.core.actions import Action
-from bridge.core.inputs import CallInput
-from bridge.core.session import CallSession, SessionConfig
+from bridge.core.call import Call
+from bridge.core.config import CallConfig
+from bridge.realtime.dialects import DialectSpec, dialect_for
 from bridge.tapes.format import (
     TAPE_VERSION,
     Redactor,
+    TapeWire,
     config_to_json,
     input_line,
     output_line,
@@ -56,8 +59,9 @@ def bridge_version() -> str:
 
 
 def make_header(
-    config: SessionConfig,
-    initial: SessionConfig | None,
+    config: CallConfig,
+    initial: CallConfig | None,
+    dialect: DialectSpec,
     *,
     clock_origin_ms: int,
     call_sid: str | None = None,
@@ -68,14 +72,14 @@ def make_header(
         "tape": TAPE_VERSION,
         "bridge_version": bridge_version(),
         "recorded_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        **config_to_json(config),
+        **config_to_json(config, dialect),
         "call_sid": call_sid,
         "stream_sid": stream_sid,
         "clock_origin_ms": clock_origin_ms,
     }
     if initial is not None:
-        initial_json = config_to_json(initial)
-        if initial_json != config_to_json(config):
+        initial_json = config_to_json(initial, dialect)
+        if initial_json != config_to_json(config, dialect):
             header["initial"] = initial_json
     return header
 
@@ -86,19 +90,22 @@ class TapeRecorder:
     def __init__(
         self,
         directory: str | Path,
-        session: CallSession,
+        call: Call,
+        dialect: DialectSpec,
         redactor: Redactor,
         *,
         compress: bool = False,
         header_extra: dict[str, Any] | None = None,
     ) -> None:
         self.directory = Path(directory)
-        self.session = session
+        self.call = call
+        self.dialect = dialect
+        self.wire = TapeWire(dialect, call.config.audio_mode)
         self.redact = redactor
         self.compress = compress
         self.path: Path | None = None
         self._header_extra = dict(header_extra or {})
-        self._initial = session.config
+        self._initial = call.config
         self._header_config: dict[str, Any] | None = None
         self._held: list[str] = []
         self._file: IO[bytes] | None = None
@@ -110,26 +117,30 @@ class TapeRecorder:
 
     # ----------------------------------------------------------- TapeSink
 
-    def input(self, now: int, item: CallInput) -> None:
+    def event(self, now: int, event: ev.Event, frame: str | bytes | None, peer: str) -> None:
         if self._closed:
             return
         try:
             if self._t0 is None:
                 self._t0 = now
             t = now - self._t0
-            if item.kind == "accept" and item.config is not None:
-                self._accept(t, item)
+            if isinstance(event, ev.StreamStarted) and frame is not None:
+                self.wire.caller.parse(frame)  # learn the stream SID our sends carry
+            if isinstance(event, ev.StreamAccepted) and event.config is not None:
+                self._accept(t, event)
                 return
-            self._emit(input_line(t, item, self.redact), t)
+            self._emit(input_line(t, event, frame, peer, self.redact), t)
         except Exception:  # noqa: BLE001 - a tape must never break a call
             self._fail()
 
-    def output(self, now: int, action: Action, wire: str | None) -> None:
+    def action(self, now: int, action: Action) -> None:
         if self._closed:
             return
         try:
             t = now - (self._t0 if self._t0 is not None else now)
-            self._emit(output_line(t, action, wire, self.redact), t)
+            line = output_line(t, action, self.wire, self.redact)
+            if line is not None:
+                self._emit(line, t)
         except Exception:  # noqa: BLE001
             self._fail()
 
@@ -149,13 +160,12 @@ class TapeRecorder:
 
     # ----------------------------------------------------------- internals
 
-    def _accept(self, t: int, item: CallInput) -> None:
-        assert item.config is not None
-        config_json = config_to_json(item.config)
+    def _accept(self, t: int, event: ev.StreamAccepted) -> None:
+        config_json = config_to_json(event.config, self.dialect)
         if self._file is None:
-            self._open(item.config)
+            self._open(event.config)
         ref: Any = "header" if config_json == self._header_config else config_json
-        self._emit(input_line(t, item, self.redact, ref), t)
+        self._emit(input_line(t, event, None, "bridge", self.redact, ref), t)
 
     def _emit(self, line: str, t: int) -> None:
         if t > self._last_t:
@@ -167,18 +177,19 @@ class TapeRecorder:
             return
         self._write(line)
 
-    def _open(self, config: SessionConfig) -> None:
-        stream = self.session.stream
+    def _open(self, config: CallConfig) -> None:
+        stream = self.call.stream
         call_sid = stream.call_sid if stream else None
         header = make_header(
             config,
             self._initial,
+            self.dialect,
             clock_origin_ms=self._t0 or 0,
             call_sid=call_sid,
             stream_sid=stream.stream_sid if stream else None,
         )
         header.update(self._header_extra)
-        self._header_config = config_to_json(config)
+        self._header_config = config_to_json(config, self.dialect)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         name = f"{stamp}-{call_sid or 'call-' + secrets.token_hex(4)}.jsonl"
         if self.compress:
@@ -231,7 +242,7 @@ def settings_redactor(settings: Settings) -> Redactor:
 
 
 def open_tape(
-    settings: Settings, session: CallSession, *, compress: bool | None = None
+    settings: Settings, call: Call, *, compress: bool | None = None
 ) -> TapeRecorder | None:
     """A recorder for one call in ``settings.tapes_dir``, or None when tapes are off.
 
@@ -241,7 +252,11 @@ def open_tape(
     if compress is None:
         compress = settings.tapes_gzip
     return TapeRecorder(
-        settings.tapes_dir, session, settings_redactor(settings), compress=compress,
+        settings.tapes_dir,
+        call,
+        dialect_for(settings.dialect, settings.realtime_url),
+        settings_redactor(settings),
+        compress=compress,
         header_extra={"transfer_numbers": list(settings.transfer_numbers)},
     )
 

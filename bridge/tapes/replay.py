@@ -32,8 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.core.actions import RunTool
-from bridge.core.inputs import apply_input
-from bridge.core.session import CallSession
+from bridge.core.call import Call
 from bridge.tapes.format import (
     REDACTED,
     Tape,
@@ -121,8 +120,8 @@ def _registry(tools: ToolsSpec) -> ToolRegistry | None:
     return build_registry(list(tools))
 
 
-def _tool_context(session: CallSession, tape: Tape) -> ToolContext:
-    info = session.stream
+def _tool_context(call: Call, tape: Tape) -> ToolContext:
+    info = call.stream
     params = dict(info.custom_parameters) if info else {}
     params.pop(PARAM_TOKEN, None)
     return ToolContext(
@@ -130,7 +129,7 @@ def _tool_context(session: CallSession, tape: Tape) -> ToolContext:
         stream_sid=info.stream_sid if info else None,
         from_number=params.get("From"),
         to_number=params.get("To"),
-        agent_name=session.config.agent.name,
+        agent_name=call.config.agent.name,
         custom_parameters=params,
         transfer_numbers=tuple(tape.header.get("transfer_numbers") or ()),
         transfer_labels=dict(tape.header.get("transfer_labels") or {}),
@@ -148,7 +147,8 @@ def replay(source: str | Path | Tape, *, tools: ToolsSpec = None) -> ReplayResul
     started = time.perf_counter()
     registry = _registry(tools)
     header_config = tape.config
-    session = CallSession(tape.initial_config)
+    call = new_call(tape)
+    wire = tape.wire()
     origin = int(tape.header.get("clock_origin_ms") or 0)
     outputs: list[dict[str, Any]] = []
     records: list[dict[str, Any]] = []
@@ -161,14 +161,16 @@ def replay(source: str | Path | Tape, *, tools: ToolsSpec = None) -> ReplayResul
         if record.get("kind") == "tool_result" and registry is not None:
             record = _rerun_result(record, reruns, differences)
         records.append(record)
-        item = input_from_record(record, header_config)
-        for action in apply_input(session, item, origin + t):
-            out = output_record(t, action)
+        event = input_from_record(record, header_config, wire)
+        for action in call.handle(event, origin + t):
+            out = output_record(t, action, wire)
+            if out is None:
+                continue
             outputs.append(out)
             records.append(out)
             if registry is not None and isinstance(action, RunTool):
                 outcome = _run_blocking(
-                    registry.run(action.name, action.arguments, _tool_context(session, tape))
+                    registry.run(action.name, action.arguments, _tool_context(call, tape))
                 )
                 control = dataclasses.asdict(outcome.control) if outcome.control else None
                 reruns[action.call_id] = (action.name, outcome.output, control)
@@ -177,6 +179,17 @@ def replay(source: str | Path | Tape, *, tools: ToolsSpec = None) -> ReplayResul
     return ReplayResult(
         tape, outputs, differences, records, elapsed_s=time.perf_counter() - started
     )
+
+
+def new_call(tape: Tape) -> Call:
+    """A fresh core set up as the recorded call's was at its start."""
+    config = tape.initial_config
+    codec = None
+    if config.audio_mode != "passthrough":
+        from bridge.audio.transcoder import Pcm16Transcoder
+
+        codec = Pcm16Transcoder()
+    return Call(config, codec)
 
 
 def _rerun_result(

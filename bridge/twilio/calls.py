@@ -36,7 +36,7 @@ from bridge.twilio.twiml import dial_twiml, is_transfer_target
 
 __all__ = [
     "CALL_NOT_IN_PROGRESS",
-    "CallControl",
+    "TwilioCalls",
     "CallControlError",
     "ConfiguredNumber",
     "RebasedHttpClient",
@@ -72,7 +72,7 @@ class CallControlError(Exception):
 
 @dataclass(frozen=True)
 class ConfiguredNumber:
-    """The outcome of :meth:`CallControl.configure_number`.
+    """The outcome of :meth:`TwilioCalls.configure_number`.
 
     ``warnings`` lists settings on the number that make Twilio ignore ``voice_url``
     (a TwiML App or a SIP trunk attached to it) -- the number is updated, but calls
@@ -115,7 +115,7 @@ class RebasedHttpClient(TwilioHttpClient):
         return super().request(method, rebased, *args, **kwargs)
 
 
-class CallControl:
+class TwilioCalls:
     """Async call control for one Twilio account.
 
     Authenticate with the account's auth token, or (preferred for REST, since it can be
@@ -174,7 +174,7 @@ class CallControl:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, base_url: str | None = None) -> CallControl:
+    def from_settings(cls, settings: Settings, *, base_url: str | None = None) -> TwilioCalls:
         """Call control with the credentials and ``TRANSFER_NUMBERS`` from ``settings``.
 
         Raises :class:`CallControlError` naming the missing variables.
@@ -189,7 +189,7 @@ class CallControl:
         )
 
     def __repr__(self) -> str:
-        return f"CallControl(account_sid={self.account_sid!r}, base_url={self.base_url!r})"
+        return f"TwilioCalls(account_sid={self.account_sid!r}, base_url={self.base_url!r})"
 
     def close(self) -> None:
         """Release pooled HTTP connections."""

@@ -31,15 +31,25 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from bridge.config import Secret
 
-__all__ = ["StreamTokens", "TokenCheck", "TokenProblem", "derive_stream_secret"]
+__all__ = [
+    "ClaimUnavailable",
+    "LocalClaims",
+    "StreamTokens",
+    "TokenCheck",
+    "TokenClaims",
+    "TokenProblem",
+    "derive_stream_secret",
+]
 
 log = logging.getLogger(__name__)
 
-TokenProblem = Literal["missing", "malformed", "bad signature", "wrong call", "expired", "replayed"]
+TokenProblem = Literal[
+    "missing", "malformed", "bad signature", "wrong call", "expired", "replayed", "unverifiable"
+]
 
 _VERSION = "v1"
 _B64 = "[A-Za-z0-9_-]"
@@ -69,10 +79,16 @@ def derive_stream_secret(auth_token: Secret | None) -> bytes:
 
 @dataclass(frozen=True)
 class TokenCheck:
-    """The outcome of :meth:`StreamTokens.verify`; ``reason`` is ``None`` when ``ok``."""
+    """The outcome of a check; ``reason`` is ``None`` when ``ok``.
+
+    A token that passed :meth:`StreamTokens.inspect` also carries its ``token_id`` and
+    ``expires_ms``: what a replay ledger needs to claim it, and nothing secret (the id is
+    random and useless without the MAC)."""
 
     ok: bool
     reason: TokenProblem | None = None
+    token_id: str | None = None
+    expires_ms: int = 0
 
     def __bool__(self) -> bool:
         return self.ok
@@ -81,17 +97,68 @@ class TokenCheck:
 _OK = TokenCheck(True)
 
 
+class ClaimUnavailable(Exception):
+    """The shared replay ledger cannot answer (database down or too slow)."""
+
+
+class TokenClaims(Protocol):
+    """Claim a token id once, until its expiry: the replay half of the token check.
+
+    One process can keep this in memory (:class:`LocalClaims`); a fleet must share it,
+    or a token used on replica A is accepted again on replica B
+    (``bridge.store.claims.StoreClaims``, a table with the token id as primary key)."""
+
+    async def claim(self, token_id: str, expires_ms: int, now_ms: int) -> bool:
+        """True the first time ``token_id`` is claimed; raise ClaimUnavailable if unsure."""
+        ...
+
+
+class LocalClaims:
+    """Per-process replay memory, bounded: entries live only until their token expires.
+
+    ``max_used`` is a hard ceiling for pathological load; past it the soonest-expiring
+    entries are dropped (logged), trading a sliver of replay protection for bounded memory.
+    """
+
+    def __init__(self, max_used: int = 100_000) -> None:
+        self.max_used = max_used
+        self._used: dict[str, int] = {}  # token id -> expires_ms
+        self._expiry_heap: list[tuple[int, str]] = []
+
+    def claim_now(self, token_id: str, expires_ms: int, now_ms: int) -> bool:
+        self.evict(now_ms)
+        if token_id in self._used:
+            return False
+        if len(self._used) >= self.max_used:
+            log.warning("stream token replay memory full (%d); dropping oldest", self.max_used)
+            while len(self._used) >= self.max_used and self._expiry_heap:
+                _, oldest = heapq.heappop(self._expiry_heap)
+                self._used.pop(oldest, None)
+        self._used[token_id] = expires_ms
+        heapq.heappush(self._expiry_heap, (expires_ms, token_id))
+        return True
+
+    async def claim(self, token_id: str, expires_ms: int, now_ms: int) -> bool:
+        return self.claim_now(token_id, expires_ms, now_ms)
+
+    def evict(self, now_ms: float) -> None:
+        """Forget entries whose token has expired (an expired token fails before replay)."""
+        heap = self._expiry_heap
+        while heap and heap[0][0] <= now_ms:
+            _, token_id = heapq.heappop(heap)
+            self._used.pop(token_id, None)
+
+    def __len__(self) -> int:
+        return len(self._used)
+
+
 class StreamTokens:
-    """Mints and verifies per-call stream tokens; remembers used ones until they expire.
+    """Mints and verifies per-call stream tokens.
 
-    Memory is bounded: only tokens that passed every other check are remembered, each
-    only until its expiry, and expired entries are evicted on every call.  ``max_used``
-    is a hard ceiling for pathological load; past it the soonest-expiring entries are
-    dropped (logged), trading a sliver of replay protection for bounded memory.
-
-    Replay memory is per process: with several instances, a replayed token could reach a
-    different instance within the TTL.  Keep the TTL short (it only needs to cover the
-    gap between the webhook answer and the stream's ``start``, normally under 2 s).
+    :meth:`verify` keeps replay memory in this process (:class:`LocalClaims`): right for
+    one box.  A fleet calls :meth:`redeem` with a shared :class:`TokenClaims`, so a token
+    used on one replica is refused on every other.  Only tokens that passed every other
+    check are ever claimed, so garbage cannot fill either ledger.
     """
 
     def __init__(self, secret: bytes, ttl_s: float = 60, *, max_used: int = 100_000) -> None:
@@ -102,9 +169,7 @@ class StreamTokens:
         self._mac_key = hmac.new(secret, b"mac", hashlib.sha256).digest()
         self._call_key = hmac.new(secret, b"call", hashlib.sha256).digest()
         self.ttl_s = ttl_s
-        self.max_used = max_used
-        self._used: dict[str, int] = {}  # token id -> expires_ms
-        self._expiry_heap: list[tuple[int, str]] = []
+        self.local = LocalClaims(max_used)
 
     @classmethod
     def from_auth_token(cls, auth_token: Secret | None, ttl_s: float = 60) -> StreamTokens:
@@ -112,7 +177,7 @@ class StreamTokens:
         return cls(derive_stream_secret(auth_token), ttl_s)
 
     def __repr__(self) -> str:
-        return f"StreamTokens(ttl_s={self.ttl_s}, used={len(self._used)})"
+        return f"StreamTokens(ttl_s={self.ttl_s}, used={len(self.local)})"
 
     def _call_tag(self, call_sid: str) -> str:
         return _b64(hmac.new(self._call_key, call_sid.encode("utf-8"), hashlib.sha256).digest()[:8])
@@ -127,13 +192,11 @@ class StreamTokens:
         body = f"{_VERSION}.{token_id}.{expires_ms}.{self._call_tag(call_sid)}"
         return f"{body}.{self._mac(body)}"
 
-    def verify(self, token: str | None, call_sid: str, now: float) -> TokenCheck:
-        """Check ``token`` for ``call_sid`` at time ``now``; consume it if it is valid.
+    def inspect(self, token: str | None, call_sid: str, now: float) -> TokenCheck:
+        """Every check but replay: present, well-formed, authentic, for this call, unexpired.
 
-        Checks in order: present, well-formed, authentic, for this call, unexpired, unused.
-        Only a token that passes all of them is remembered, so garbage cannot fill memory.
+        The MAC is checked first, so no other field is trusted before it is authenticated.
         """
-        self._evict(now)
         if not token:
             return TokenCheck(False, "missing")
         match = _TOKEN.fullmatch(token)
@@ -148,28 +211,54 @@ class StreamTokens:
         expires_ms = int(expires_text)
         if now * 1000 >= expires_ms:
             return TokenCheck(False, "expired")
-        if token_id in self._used:
+        return TokenCheck(True, token_id=token_id, expires_ms=expires_ms)
+
+    def verify(self, token: str | None, call_sid: str, now: float) -> TokenCheck:
+        """Check ``token`` for ``call_sid`` at ``now``; consume it in this process's memory."""
+        self.local.evict(now * 1000)  # every check evicts, so memory follows the TTL
+        check = self.inspect(token, call_sid, now)
+        if not check.ok:
+            return check
+        assert check.token_id is not None
+        if not self.local.claim_now(check.token_id, check.expires_ms, int(now * 1000)):
             return TokenCheck(False, "replayed")
-        self._remember(token_id, expires_ms)
         return _OK
 
-    def _remember(self, token_id: str, expires_ms: int) -> None:
-        if len(self._used) >= self.max_used:
-            log.warning("stream token replay memory full (%d); dropping oldest", self.max_used)
-            while len(self._used) >= self.max_used and self._expiry_heap:
-                _, oldest = heapq.heappop(self._expiry_heap)
-                self._used.pop(oldest, None)
-        self._used[token_id] = expires_ms
-        heapq.heappush(self._expiry_heap, (expires_ms, token_id))
+    async def redeem(
+        self,
+        token: str | None,
+        call_sid: str,
+        now: float,
+        claims: TokenClaims,
+        *,
+        local_on_outage: bool = False,
+    ) -> TokenCheck:
+        """Like :meth:`verify`, with replay memory in ``claims`` (shared by a fleet).
 
-    def _evict(self, now: float) -> None:
-        now_ms = now * 1000
-        heap = self._expiry_heap
-        while heap and heap[0][0] <= now_ms:
-            _, token_id = heapq.heappop(heap)
-            self._used.pop(token_id, None)
+        The local memory is consulted first: a replay to the same replica is refused
+        without a round trip.  When the shared ledger cannot answer, the stream is
+        refused ("unverifiable"): a replay check that fails open is no check.  With
+        ``local_on_outage`` the operator has chosen availability instead: this replica's
+        memory alone decides until the ledger answers again (logged).
+        """
+        check = self.inspect(token, call_sid, now)
+        if not check.ok:
+            return check
+        assert check.token_id is not None
+        now_ms = int(now * 1000)
+        if not self.local.claim_now(check.token_id, check.expires_ms, now_ms):
+            return TokenCheck(False, "replayed")
+        try:
+            first = await claims.claim(check.token_id, check.expires_ms, now_ms)
+        except ClaimUnavailable as exc:
+            if local_on_outage:
+                log.warning("shared replay check unavailable (%s); this replica decided", exc)
+                return _OK
+            log.warning("stream token replay check unavailable: %s", exc)
+            return TokenCheck(False, "unverifiable")
+        return _OK if first else TokenCheck(False, "replayed")
 
     @property
     def remembered(self) -> int:
-        """How many used tokens are currently remembered (for metrics and tests)."""
-        return len(self._used)
+        """How many used tokens this process remembers (for metrics and tests)."""
+        return len(self.local)

@@ -1,13 +1,10 @@
-"""The caller's WebSocket as the relay sees it, whichever server accepted it.
+"""The caller's WebSocket without ASGI: ``bridge.call.leg.CallerSocket`` on a raw transport.
 
-Why an interface: the relay should not care whether Starlette (through ASGI) or the lean
-Media Streams server (``bridge.web.lean_stream``, no ASGI) accepted the upgrade.  Per
-call-second the relay handles ~125 small messages, and on the ASGI path most of the CPU
-goes to framework hand-offs rather than the call (docs/performance.md), so the lean path
-has to be swappable without touching call logic.  :class:`CallerSocket` is the whole
-contract; :class:`StarletteCallerSocket` and :class:`LeanCallerSocket` satisfy it, and
-:class:`AsgiFacade` lets today's relay (which still speaks Starlette's ``WebSocket``)
-drive a lean socket unchanged until it is ported to the interface.
+Per call-second the relay handles ~125 small messages, and on the ASGI path most of the
+CPU goes to framework hand-offs rather than the call (docs/performance.md).  The relay
+talks to the caller only through ``CallerSocket``, so the lean Media Streams server
+(``bridge.web.lean_stream``) hands it a :class:`LeanCallerSocket` where the Starlette route
+hands it a ``bridge.call.asgi_socket.AsgiCallerSocket``.
 """
 
 from __future__ import annotations
@@ -15,91 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
 from websockets.frames import Opcode
 from websockets.protocol import State
 
 if TYPE_CHECKING:
-    from starlette.websockets import WebSocket
     from websockets.server import ServerProtocol
 
-__all__ = ["AsgiFacade", "CallerSocket", "LeanCallerSocket", "StarletteCallerSocket"]
-
-
-@runtime_checkable
-class CallerSocket(Protocol):
-    """One accepted caller WebSocket, as the relay sees it."""
-
-    close_detail: str
-    """Why it closed (e.g. ``"close code 1000"``), set before ``receive()`` returns None."""
-
-    async def receive(self) -> str | bytes | None:
-        """The next text/binary message; None once closed."""
-
-    async def send(self, text: str) -> None:
-        """Send a text message. Never raises: a broken socket shows as ``receive() -> None``."""
-
-    def send_now(self, text: str) -> bool:
-        """Write without awaiting if the transport isn't paused; False: await ``send()``."""
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close (idempotent)."""
-
-    @property
-    def is_open(self) -> bool: ...
-
-
-class StarletteCallerSocket:
-    """:class:`CallerSocket` over an accepted Starlette ``WebSocket`` (the ASGI path)."""
-
-    def __init__(self, websocket: WebSocket) -> None:
-        self.websocket = websocket
-        self.close_detail = ""
-        self._closed = False
-
-    async def receive(self) -> str | bytes | None:
-        if self._closed:
-            return None
-        try:
-            message = await self.websocket.receive()
-        except Exception as exc:  # noqa: BLE001 - a broken socket is a close, not a crash
-            self._gone(exc.__class__.__name__)
-            return None
-        if message["type"] != "websocket.receive":
-            self._gone(f"close code {message.get('code')}")
-            return None
-        text = message.get("text")
-        if text is not None:
-            return text  # type: ignore[no-any-return]
-        return message.get("bytes") or b""
-
-    def _gone(self, detail: str) -> None:
-        self.close_detail = self.close_detail or detail
-        self._closed = True
-
-    async def send(self, text: str) -> None:
-        if self._closed:
-            return
-        with contextlib.suppress(Exception):  # the reader sees the close and ends the call
-            await self.websocket.send_text(text)
-
-    def send_now(self, text: str) -> bool:
-        # ASGI's send is a coroutine all the way down: there is no write without awaiting.
-        return False
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        from starlette.websockets import WebSocketState
-
-        if self.websocket.application_state == WebSocketState.CONNECTED:
-            with contextlib.suppress(Exception):
-                await self.websocket.close(code=code, reason=reason)
-
-    @property
-    def is_open(self) -> bool:
-        from starlette.websockets import WebSocketState
-
-        return not self._closed and self.websocket.application_state == WebSocketState.CONNECTED
+__all__ = ["LeanCallerSocket"]
 
 
 READ_HIGH_WATER = 64
@@ -109,7 +30,7 @@ READ_LOW_WATER = 16
 
 
 class LeanCallerSocket:
-    """:class:`CallerSocket` over websockets' sans-I/O ``ServerProtocol`` on a raw transport.
+    """``CallerSocket`` over websockets' sans-I/O ``ServerProtocol`` on a raw transport.
 
     The transport's protocol (``bridge.web.lean_stream.LeanStreamProtocol``) feeds bytes
     in with :meth:`feed`; messages go to an in-process deque and straight to a waiting
@@ -300,37 +221,3 @@ class LeanCallerSocket:
             self.protocol.send_close(1012)
             self._after_protocol_step()
         self.transport.close()
-
-
-class AsgiFacade:
-    """The slice of Starlette's ``WebSocket`` today's relay uses, over a :class:`CallerSocket`.
-
-    Only for driving the current ``bridge.relay.CallRelay`` from the lean server while the
-    relay is being ported to :class:`CallerSocket`; it allocates the ASGI-shaped dicts the
-    relay still expects, which the ported relay will not need.
-    """
-
-    def __init__(self, socket: CallerSocket) -> None:
-        self.socket = socket
-
-    async def receive(self) -> dict[str, Any]:
-        message = await self.socket.receive()
-        if message is None:
-            code = self.socket.close_detail.removeprefix("close code ")
-            return {"type": "websocket.disconnect", "code": int(code) if code.isdigit() else 1006}
-        if isinstance(message, str):
-            return {"type": "websocket.receive", "text": message}
-        return {"type": "websocket.receive", "bytes": message}
-
-    async def send_text(self, text: str) -> None:
-        if not self.socket.send_now(text):
-            await self.socket.send(text)
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        await self.socket.close(code, reason)
-
-    @property
-    def application_state(self) -> Any:
-        from starlette.websockets import WebSocketState
-
-        return WebSocketState.CONNECTED if self.socket.is_open else WebSocketState.DISCONNECTED

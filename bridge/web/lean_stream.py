@@ -16,8 +16,9 @@ keep-alive connection.
 
 The upgrade passes the same checks as ``bridge.app.media_stream``: Twilio's signature
 over the ``wss://`` stream URL (403 and ``calls_rejected["bad_ws_signature"]`` when it
-is missing or wrong), refusal without an auth token unless ``BRIDGE_INSECURE_DEV``, and
-refusal while draining (both answered 403, as uvicorn answers a close before accept).
+is missing or wrong), refusal without an auth token unless ``BRIDGE_INSECURE_DEV``,
+refusal while draining, and the cap on streams not yet started (``services.pending``; all
+answered 403, as uvicorn answers a close before accept).
 Frames over ``BRIDGE_MAX_MESSAGE_BYTES`` fail the connection with close code 1009
 (websockets' ``max_size``, as ``ws_max_size`` does on the ASGI path).  Capacity is
 enforced by the webhook, exactly as before.  No keep-alive pings are sent (Twilio does
@@ -35,7 +36,7 @@ from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
 from bridge.twilio.security import SIGNATURE_HEADER, validate_websocket
-from bridge.web.caller_socket import AsgiFacade, LeanCallerSocket
+from bridge.web.caller_socket import LeanCallerSocket
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -57,7 +58,7 @@ def refusal(services: BridgeServices, headers: Headers) -> str | None:
     if token is not None:
         assert settings.stream_url is not None
         if not validate_websocket(token, settings.stream_url, headers.get(SIGNATURE_HEADER)):
-            services.metrics.calls_rejected["bad_ws_signature"] += 1
+            services.metrics.reject("bad_ws_signature")
             log.warning("refused a Media Stream upgrade with a missing or invalid signature")
             return "invalid Twilio signature"
     elif not settings.insecure_dev:
@@ -146,6 +147,9 @@ class LeanStreamProtocol(asyncio.Protocol):
             return
         services: BridgeServices | None = getattr(self.app.state, "services", None)
         reason = "not ready" if services is None else refusal(services, request.headers)
+        socket = LeanCallerSocket(ws, transport)
+        if reason is None and services is not None and not services.pending.try_admit(socket):
+            reason = "too many streams not started"  # the route's pending-stream cap
         if reason is not None:
             response = ws.reject(403, reason)
         else:
@@ -153,22 +157,24 @@ class LeanStreamProtocol(asyncio.Protocol):
         ws.send_response(response)
         transport.write(b"".join(ws.data_to_send()))
         if response.status_code != 101:
+            if reason is None and services is not None:
+                services.pending.release(socket)  # admitted, but the handshake was invalid
             transport.close()
             return
         assert services is not None
         LeanStreamProtocol.streams_accepted += 1
-        self.socket = LeanCallerSocket(ws, transport)
-        self.task = asyncio.ensure_future(self._serve(services, self.socket))
+        self.socket = socket
+        self.task = asyncio.ensure_future(self._serve(services, socket))
         self.server_state.tasks.add(self.task)
         self.task.add_done_callback(self.server_state.tasks.discard)
 
     async def _serve(self, services: BridgeServices, socket: LeanCallerSocket) -> None:
         try:
-            # Today's relay speaks Starlette's WebSocket; the facade is the one adapter.
-            await services.serve_stream(AsgiFacade(socket))  # type: ignore[arg-type]
+            await services.serve_stream(socket)
         except Exception:
             log.exception("lean media stream failed")
         finally:
+            services.pending.release(socket)
             await socket.close()
 
     # ------------------------------------------------------ transport callbacks

@@ -1,0 +1,434 @@
+"""The live driver of one call: a caller leg on one side, a model backend on the other.
+
+It owns no call rules.  Every frame is parsed at the edge (the leg's or the
+backend's protocol), handed to :class:`~bridge.core.call.Call` as a typed event
+with the current time, and the actions that come back are carried out in
+order.  What the relay adds is I/O discipline:
+
+- one task reads each side; sends never block the reader of the other side:
+  each direction has its own ordered outbox, written at once when the socket
+  takes it and otherwise by that direction's own writer task;
+- one timer per call (``loop.call_at``), set from the core's ``WakeAt``, so no
+  call's timers wait on another call;
+- tools and phone-network call control run in their own tasks and report back
+  as events, so a slow tool never stalls the audio;
+- ending is idempotent: whichever side goes first, both are closed exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from bridge.call.backend import BackendUnavailable, ModelBackend, ModelConnection
+from bridge.call.leg import CallerProtocol, CallerSocket
+from bridge.core import events as ev
+from bridge.core.actions import (
+    TO_CALLER,
+    TO_MODEL,
+    Action,
+    AuthoriseStream,
+    ClearPlayback,
+    ConnectModel,
+    ControlCall,
+    DiscardStandby,
+    EndCall,
+    Notice,
+    PrepareStandby,
+    RunTool,
+    SwitchToStandby,
+    ToStandby,
+    WakeAt,
+)
+from bridge.core.call import Call
+from bridge.core.config import CallConfig, ControlRequest
+from bridge.core.stream import StreamInfo
+
+log = logging.getLogger("bridge.call")
+
+#: Frames waiting for a slow caller socket before the relay stops reading the model.
+OUTBOX_LIMIT = 256
+
+
+class CallHooks(Protocol):
+    """What the relay needs from the rest of the service (see ``bridge.services``)."""
+
+    async def authorise(self, info: StreamInfo) -> str | None:
+        """None to accept the stream, else the reason to refuse it."""
+
+    def call_config(self, info: StreamInfo) -> CallConfig:
+        """The agent and limits for this call (chosen from its parameters)."""
+
+    async def run_tool(
+        self, info: StreamInfo, config: CallConfig, action: RunTool
+    ) -> tuple[str, ControlRequest | None]:
+        """Run a tool: its output JSON and any call-control request it made."""
+
+    async def control_call(self, action: ControlCall) -> None:
+        """Hang up or transfer through the phone network; raises on failure."""
+
+    def call_event(self, relay: CallRelay, action: Action) -> None:
+        """Everything else the core says (transcripts, usage, notices, timeline, end)."""
+
+
+class TapeSink(Protocol):
+    def event(self, now: int, event: ev.Event, frame: str | bytes | None, peer: str) -> None: ...
+    def action(self, now: int, action: Action) -> None: ...
+    def close(self) -> None: ...
+
+
+class _Outbox:
+    """One direction's ordered writes: written now when possible, else by a writer task."""
+
+    def __init__(
+        self,
+        write_now: Callable[[Any], bool],
+        write: Callable[[Any], Awaitable[None]],
+        name: str,
+    ) -> None:
+        self._write_now = write_now
+        self._write = write
+        self._queue: deque[Any] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._room = asyncio.Event()
+        self._room.set()
+        self._name = name
+
+    def put(self, item: Any) -> None:
+        if not self._queue and self._write_now(item):
+            return
+        self._enqueue(item)
+
+    def replace_queued(self, item: Any) -> None:
+        """Drop what is still queued and send ``item`` next.
+
+        For ``clear``: it empties the caller's playback buffer, so audio and marks
+        not yet written would be discarded on arrival anyway (and the ledger has
+        already forgotten their marks).  Jumping the queue stops the agent sooner."""
+        if self._queue:
+            in_flight = self._task is not None and not self._task.done()
+            head = self._queue[0] if in_flight else None
+            self._queue.clear()
+            if head is not None:
+                self._queue.append(head)  # being written right now; it stays first
+            self._room.set()
+        self.put(item)
+
+    def _enqueue(self, item: Any) -> None:
+        self._queue.append(item)
+        if len(self._queue) >= OUTBOX_LIMIT:
+            self._room.clear()
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._drain())
+            self._task.set_name(self._name)
+
+    async def _drain(self) -> None:
+        queue = self._queue
+        while queue:
+            item = queue[0]
+            try:
+                await self._write(item)
+            except Exception:  # noqa: BLE001 - the reader of that side sees the close
+                queue.clear()
+                break
+            queue.popleft()
+            if len(queue) < OUTBOX_LIMIT // 2:
+                self._room.set()
+        self._room.set()
+
+    async def room(self) -> None:
+        """Wait while this direction is backed up (backpressure for the other reader)."""
+        if not self._room.is_set():
+            await self._room.wait()
+
+    def cancel(self) -> None:
+        self._queue.clear()
+        if self._task is not None:
+            self._task.cancel()
+
+
+class CallRelay:
+    """Runs one call until either side ends it."""
+
+    def __init__(
+        self,
+        caller: CallerSocket,
+        leg: CallerProtocol,
+        call: Call,
+        backend: ModelBackend,
+        hooks: CallHooks,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        tape: TapeSink | None = None,
+        max_frame_bytes: int = 256 * 1024,
+    ) -> None:
+        self.caller = caller
+        self.leg = leg
+        self.call = call
+        self.backend = backend
+        self.hooks = hooks
+        self.tape = tape
+        self.max_frame_bytes = max_frame_bytes
+        self._clock = clock
+        self.model: ModelConnection | None = None
+        self.standby: ModelConnection | None = None  # the next session, during a rollover
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._done = asyncio.Event()
+        self._closing = False
+        self._timer: asyncio.TimerHandle | None = None
+        self.end_reason: str | None = None
+        self.info: StreamInfo | None = None
+        self._to_caller = _Outbox(caller.send_now, caller.send, "to-caller")
+        self._model_backed_up = False
+
+    def now(self) -> int:
+        return int(self._clock() * 1000)
+
+    @property
+    def call_sid(self) -> str | None:
+        return self.info.call_sid if self.info else None
+
+    # ---------------------------------------------------------------- inputs
+
+    def feed(
+        self, event: ev.Event, frame: str | bytes | None = None, peer: str = "bridge"
+    ) -> None:
+        """Hand one event to the core and carry out what it asks, in order."""
+        if self._closing:
+            return
+        now = self.now()
+        if self.tape is not None:
+            self.tape.event(now, event, frame, peer)
+        actions = self.call.handle(event, now)
+        if actions:
+            self._perform(actions, now)
+
+    async def run(self) -> str:
+        """Read the caller until the call ends; return the end reason."""
+        self.feed(ev.LegOpened())
+        self._spawn(self._read_caller(), "caller-reader")
+        try:
+            await self._done.wait()
+        finally:
+            await self._shutdown()
+        return self.end_reason or "unknown"
+
+    def end(self, reason: str, detail: str = "") -> None:
+        """End the call from outside (shutdown, an operator); a no-op once it is ending."""
+        self.feed(ev.EndRequested(reason, detail))
+
+    async def _read_caller(self) -> None:
+        receive, parse = self.caller.receive, self.leg.parse
+        limit = self.max_frame_bytes
+        while not self._closing:
+            frame = await receive()
+            if frame is None:
+                self.feed(ev.CallerGone(self.caller.close_detail), peer="twilio")
+                return
+            if len(frame) > limit:
+                problem = ev.ProtocolProblem(
+                    "caller", "oversized_frame", f"dropping a {len(frame)}-byte frame"
+                )
+                self.feed(problem, peer="twilio")
+                continue
+            self.feed(parse(frame), frame, "twilio")
+            if self._model_backed_up and self.model is not None:
+                await self.model.drain()
+                self._model_backed_up = False
+
+    async def _read_model(self, model: ModelConnection) -> None:
+        """Feed one connection's events while it is the call's model connection.
+
+        A standby (the next session during a rollover) is only watched until the
+        switch: its confirmation and its failure are driver events; anything else it
+        says before it is in use is not the call's business."""
+        async for event in model.events():
+            if self._closing:
+                return
+            if model is self.standby:
+                self._standby_event(model, event)
+                continue
+            if model is not self.model:
+                return
+            if isinstance(event, ev.ModelDisconnected):
+                self.model = None
+                self._spawn(model.close(), "model-close")
+            self.feed(event, getattr(model, "last_frame", None), "model")
+            await self._to_caller.room()
+
+    def _standby_event(self, model: ModelConnection, event: ev.Event) -> None:
+        if isinstance(event, ev.SessionConfigured):
+            self.feed(ev.StandbyReady(event.mismatch))
+        elif isinstance(event, ev.ModelDisconnected):
+            self.standby = None
+            self.feed(ev.StandbyFailed(f"closed before the switch: {event.detail}"[:300]))
+
+    # --------------------------------------------------------------- actions
+
+    def _perform(self, actions: list[Action], now: int) -> None:
+        tape = self.tape
+        for action in actions:
+            kind = type(action)
+            if tape is not None and kind is not WakeAt:
+                tape.action(now, action)
+            if kind in TO_CALLER:
+                if not self._closing:
+                    text = self.leg.serialise(action)  # type: ignore[arg-type]
+                    if kind is ClearPlayback:
+                        self._to_caller.replace_queued(text)
+                    else:
+                        self._to_caller.put(text)
+                continue
+            if kind in TO_MODEL:
+                model = self.model
+                if model is not None and not self._closing and not model.send(action):  # type: ignore[arg-type]
+                    self._model_backed_up = True
+                continue
+            self._perform_other(action)
+
+    def _perform_other(self, action: Action) -> None:
+        if isinstance(action, WakeAt):
+            self._set_timer(action.at)
+            return
+        extra = self.leg.observe(action)
+        if extra is not None and not self._closing:
+            self._to_caller.put(extra)
+        if isinstance(action, AuthoriseStream):
+            self.info = action.info
+            self._spawn(self._authorise(action.info), "authorise")
+        elif isinstance(action, ConnectModel):
+            self._spawn(self._connect_model(), "model-connect")
+        elif isinstance(action, PrepareStandby):
+            self._spawn(self._open_standby(), "standby-connect")
+        elif isinstance(action, ToStandby):
+            if self.standby is not None:
+                for item in action.actions:
+                    self.standby.send(item)
+        elif isinstance(action, SwitchToStandby):
+            old, self.model, self.standby = self.model, self.standby, None
+            if old is not None:
+                self._spawn(old.close(), "model-close")
+        elif isinstance(action, DiscardStandby):
+            standby, self.standby = self.standby, None
+            if standby is not None:
+                self._spawn(standby.close(), "model-close")
+        elif isinstance(action, RunTool):
+            self._spawn(self._run_tool(action), f"tool-{action.name}")
+        elif isinstance(action, ControlCall):
+            self._spawn(self._control_call(action), f"control-{action.kind}")
+        elif isinstance(action, Notice):
+            level = getattr(logging, action.level.upper(), logging.INFO)
+            log.log(level, "call %s: %s (%s)", self.call_sid, action.message, action.code)
+        elif isinstance(action, EndCall):
+            self.end_reason = action.reason
+            self._closing = True
+            log.info("call %s ended: %s %s", self.call_sid, action.reason, action.detail)
+        self.hooks.call_event(self, action)
+        if isinstance(action, EndCall):
+            self._done.set()
+
+    def _set_timer(self, at_ms: int) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, at_ms / 1000 - self._clock())
+        self._timer = loop.call_at(loop.time() + delay, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self.feed(ev.TimerFired())
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "call %s: %s failed", self.call_sid, task.get_name(), exc_info=task.exception()
+            )
+            self.feed(ev.EndRequested("internal_error", f"{task.get_name()} failed"))
+
+    async def _authorise(self, info: StreamInfo) -> None:
+        refusal = await self.hooks.authorise(info)
+        if refusal is not None:
+            self.feed(ev.StreamRefused(refusal))
+            return
+        self.feed(ev.StreamAccepted(self.hooks.call_config(info)))
+
+    async def _connect_model(self) -> None:
+        assert self.info is not None
+        try:
+            model = await self.backend.connect(self.info)
+        except BackendUnavailable as exc:
+            self.feed(ev.ModelUnavailable(exc.detail[:300], exc.retry, exc.cause), peer="model")
+            return
+        if self._closing:
+            await model.close()
+            return
+        self.model = model
+        self.feed(ev.ModelConnected(), peer="model")
+        self._spawn(self._read_model(model), "model-reader")
+
+    async def _open_standby(self) -> None:
+        assert self.info is not None
+        try:
+            standby = await self.backend.connect(self.info)
+        except BackendUnavailable as exc:
+            self.feed(ev.StandbyFailed(exc.detail[:300]))
+            return
+        if self._closing:
+            await standby.close()
+            return
+        self.standby = standby
+        self.feed(ev.StandbyConnected())
+        self._spawn(self._read_model(standby), "standby-reader")
+
+    async def _run_tool(self, action: RunTool) -> None:
+        assert self.info is not None
+        output, control = await self.hooks.run_tool(self.info, self.call.config, action)
+        self.feed(ev.ToolFinished(action.call_id, output, control))
+
+    async def _control_call(self, action: ControlCall) -> None:
+        try:
+            await self.hooks.control_call(action)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported to the core, which decides
+            self.feed(ev.ControlFinished(action.kind, False, f"{exc.__class__.__name__}: {exc}"))
+            return
+        log.info("call %s: %s done", self.call_sid, action.kind)
+        self.feed(ev.ControlFinished(action.kind, True))
+
+    # --------------------------------------------------------------- closing
+
+    async def _shutdown(self) -> None:
+        """Close both sides exactly once, promptly, whatever state they are in."""
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current and not task.done():
+                task.cancel()
+        model, self.model = self.model, None
+        standby, self.standby = self.standby, None
+        closers: list[Awaitable[Any]] = [
+            asyncio.wait_for(self.caller.close(1000, (self.end_reason or "")[:100]), 1.0)
+        ]
+        for connection in (model, standby):
+            if connection is not None:
+                closers.append(asyncio.wait_for(connection.close(), 1.0))
+        await asyncio.gather(*closers, return_exceptions=True)
+        self._to_caller.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=1.0)
+        if self.tape is not None:
+            self.tape.close()

@@ -1,0 +1,1 @@
+"""Two-channel call recordings: the caller, and exactly what the caller heard."""

@@ -1,0 +1,69 @@
+"""The console's event streams (Server-Sent Events) for a Twilio call, without a browser."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from bridge.sim.clips import clip_text
+from bridge.sim.demo import AGENT_SCRIPT, CALL_LIMIT_MS, CALLER_SCRIPT, GREETING
+from bridge.sim.local_bridge import LocalBridge
+from bridge.sim.realtime_server import RealtimeSimulator
+
+
+async def _events(lines: AsyncIterator[str], into: list[dict[str, Any]], until: str) -> None:
+    async for line in lines:
+        if line.startswith("data: "):
+            event = json.loads(line[6:])
+            into.append(event)
+            if event["type"] == until:
+                return
+
+
+async def test_live_calls_and_one_calls_timeline_are_pushed(tmp_path) -> None:
+    token = secrets.token_urlsafe(24)
+    sim = RealtimeSimulator(
+        script=AGENT_SCRIPT, api_key="sk-sse",
+        caller_transcripts=[clip_text(c) for _, c in CALLER_SCRIPT],
+    )
+    env = {"OPENAI_API_KEY": "sk-sse", "AGENT_GREETING": GREETING,
+           "BRIDGE_OPERATOR_TOKEN": token}
+    async with sim, LocalBridge(sim.url, env=env) as bridge:
+        async with httpx.AsyncClient(base_url=bridge.base_url, timeout=60) as client:
+            await client.post("/login", data={"token": token})
+            calls: list[dict[str, Any]] = []
+            timeline: list[dict[str, Any]] = []
+            async with client.stream("GET", "/console/events") as stream:
+                assert stream.headers["content-type"].startswith("text/event-stream")
+                lines = stream.aiter_lines()
+                caller = await bridge.place_call(script=CALLER_SCRIPT, duration_ms=CALL_LIMIT_MS)
+                call = asyncio.create_task(caller.run())
+                await asyncio.wait_for(_events(lines, calls, "call_started"), 10)
+                call_id = calls[-1]["call_id"]
+                # Joining the call mid-way starts from a snapshot of what already happened.
+                async with client.stream("GET", f"/console/events/{call_id}") as one:
+                    await asyncio.wait_for(_events(one.aiter_lines(), timeline, "call_ended"), 45)
+                await asyncio.wait_for(_events(lines, calls, "call_ended"), 10)
+                result = await call
+    assert calls[0] == {"type": "snapshot", "calls": []}
+    started = calls[1]["call"]
+    assert started["leg"] == "twilio" and started["caller"] == "+15550001111"
+    assert started["agent"] == "default" and started["state"] == "live"
+    assert calls[-1]["call"]["state"] == "ended"
+    assert calls[-1]["call"]["end_reason"] == "agent_hung_up"
+    assert timeline[0]["type"] == "snapshot" and timeline[0]["call"]["call_id"] == call_id
+    events = timeline[0]["timeline"] + timeline[1:]
+    kinds = [e.get("kind") for e in events if e["type"] == "observed"]
+    for kind in ("agent_audio", "speech_started", "speech_stopped", "clear", "barge_in",
+                 "turn_latency", "tool_call", "tool_result", "ended"):
+        assert kind in kinds, kind
+    barge = next(e for e in events if e.get("kind") == "barge_in")
+    assert barge["data"]["heard_ms"] == sim.truncations[0].audio_end_ms
+    said = [e["text"] for e in events if e["type"] == "transcript"]
+    assert GREETING in said and clip_text("caller_question") in said
+    assert len(result.clears) == 1
