@@ -256,11 +256,14 @@ async def test_abrupt_caller_disconnect_closes_the_model_socket_within_a_second(
         assert await sim.wait_for(lambda: not conn.is_open, timeout=2.0)
         assert conn.closed_at is not None and conn.closed_at - dropped_at < 1.0
         assert result.closed_by == "abort"
-        assert (
-            bridge.services.metrics.value(
+        # Counted once the relay has finished closing, which may be just after the
+        # simulator sees its socket close: wait for it rather than race it.
+        await sim.wait_for(
+            lambda: bridge.services.metrics.value(
                 "bridge_calls_ended_total", {"reason": "caller_disconnected"}
             )
-            == 1
+            == 1,
+            timeout=1.0,
         )
 
 

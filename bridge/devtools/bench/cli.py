@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from typing import Any
 
 
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -48,6 +49,9 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                        help="serve via bridge.devtools.bench.server with this HTTP parser")
     bench.add_argument("--json-lib", choices=("stdlib", "orjson"), default=None,
                        help="serve via bridge.devtools.bench.server with this JSON codec")
+    bench.add_argument("--lean-stream", action="store_true",
+                       help="serve via bridge.devtools.bench.server with /media-stream on "
+                       "the lean, ASGI-free path (bridge.web.lean_stream)")
     bench.add_argument("--log-level", default="INFO", help="the bridge's LOG_LEVEL (INFO)")
     bench.add_argument("--profile", default=None, metavar="FILE",
                        help="record the steady-state window with py-spy into FILE")
@@ -55,6 +59,17 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                        choices=("raw", "flamegraph", "speedscope"))
     bench.add_argument("--no-warmup", action="store_true",
                        help="skip the warm-up call before the idle RSS reading")
+    bench.add_argument("--reference", default=None, metavar="DIR",
+                       help="after this bridge, run the same load against the public reference "
+                       "sample in DIR (its main.py, requirements.txt, run_reference.py) and "
+                       "print both lines and the ratios reference/this")
+    bench.add_argument("--reference-python", default=None, metavar="PATH",
+                       help="--reference: interpreter with the sample's requirements installed "
+                       "(default: a venv built once from DIR/requirements.txt with pip and "
+                       "cached under ~/.cache/twilio-realtime-bridge/)")
+    bench.add_argument("--pairs", type=int, default=1,
+                       help="--reference: back-to-back pairs to run; with more than one the "
+                       "medians are printed last (default 1)")
     bench.set_defaults(func=cmd_bench)
 
 
@@ -71,10 +86,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     opts = BenchOptions(
         calls=args.calls, duration=args.duration, audio=args.audio, ramp=args.ramp,
         bridge_cpu=args.bridge_cpu, gen_cpu=args.gen_cpu, ws=args.ws, loop=args.loop,
-        http=args.http, json_lib=args.json_lib, barge_every=args.barge_every,
+        http=args.http, json_lib=args.json_lib, lean_stream=args.lean_stream,
+        barge_every=args.barge_every,
         log_level=args.log_level, profile=args.profile, profile_format=args.profile_format,
         warmup=not args.no_warmup, tickers=args.tickers,
     )
+    if args.reference is not None:
+        return _cmd_reference(args, opts)
     summary = run_bench(opts)
     print(summary_line(summary), flush=True)
     if args.json_path:
@@ -83,4 +101,53 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for note in summary.get("notes", []):
         print(f"bench: note: {note}", file=sys.stderr)
     ok = summary["calls_failed"] == 0 and summary["bridge_exit_code"] in (0, None, -signal.SIGTERM)
+    return 0 if ok else 1
+
+
+def _cmd_reference(args: argparse.Namespace, opts: Any) -> int:
+    """Pairs of (this bridge, reference) runs; see bridge.devtools.bench.reference."""
+    import json
+
+    from bridge.devtools.bench.reference import (
+        ReferenceEnvError,
+        median_line,
+        median_pair,
+        pair_lines,
+        reference_python,
+        run_pair,
+    )
+
+    if args.pairs < 1:
+        print("bench: --pairs must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        python = reference_python(args.reference, args.reference_python)
+    except ReferenceEnvError as exc:
+        print(f"bench: reference unavailable: {exc}", file=sys.stderr)
+        return 3
+    pairs = []
+    ok = True
+    for i in range(args.pairs):
+        pair = run_pair(opts, args.reference, python)
+        pairs.append(pair)
+        if args.pairs > 1:
+            print(f"bench: pair {i + 1}/{args.pairs}", flush=True)
+        for line in pair_lines(pair):
+            print(line, flush=True)
+        this, ref = pair["this"], pair["reference"]
+        ok = ok and this["calls_failed"] == 0 and this["bridge_exit_code"] in (
+            0, None, -signal.SIGTERM)
+        if ref["calls_failed"]:
+            print(f"bench: note: the reference failed {ref['calls_failed']} calls",
+                  file=sys.stderr)
+        for note in this.get("notes", []) + ref.get("notes", []):
+            print(f"bench: note: {note}", file=sys.stderr)
+    out: dict[str, Any] = {"pairs": pairs}
+    if args.pairs > 1:
+        med = median_pair(pairs)
+        out["median"] = med
+        print(median_line(med, args.pairs), flush=True)
+    if args.json_path:
+        with open(args.json_path, "w", encoding="utf-8") as f:
+            f.write(json.dumps(out, indent=2, default=str) + "\n")
     return 0 if ok else 1

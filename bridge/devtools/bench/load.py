@@ -78,7 +78,10 @@ class BenchOptions:
     loop: str | None = None
     http: str | None = None
     json_lib: str | None = None
-    """Any of ws/loop/http/json set: start the bridge via ``bridge.devtools.bench.server``."""
+    """Any of ws/loop/http/json set (or lean_stream): start via
+    ``bridge.devtools.bench.server``."""
+    lean_stream: bool = False
+    """Serve /media-stream from ``bridge.web.lean_stream`` (via the bench server)."""
     barge_every: int = 5
     """Every n-th call barges in once (0: never)."""
     log_level: str = "INFO"
@@ -92,6 +95,13 @@ class BenchOptions:
     times, so their frames are spread over the 20 ms period; one clock would send every
     call's frame in the same instant (the worst case, ``tickers=1``)."""
     seed: int = 1
+    reference_dir: str | None = None
+    """Drive the public reference sample in this folder instead of this bridge (its
+    ``run_reference.py`` serves it against our simulator); see
+    ``bridge.devtools.bench.reference``."""
+    reference_python: str | None = None
+    """The interpreter with the reference's requirements installed (required with
+    ``reference_dir``: the sample needs FastAPI, which this project does not)."""
 
 
 @dataclass
@@ -219,8 +229,18 @@ class LoadBench:
 
     # -------------------------------------------------------------- processes
 
+    @property
+    def is_reference(self) -> bool:
+        return self.o.reference_dir is not None
+
     def _bridge_env(self, sim_url: str) -> dict[str, str]:
         env = dict(os.environ)
+        if self.is_reference:
+            # The sample reads only OPENAI_API_KEY (and PORT, overridden by --port); the
+            # key must be the simulator's or every model connection is refused.
+            env["OPENAI_API_KEY"] = API_KEY
+            env.pop("PYTHONPATH", None)
+            return env
         env.update({
             "OPENAI_API_KEY": API_KEY,
             "OPENAI_REALTIME_URL": sim_url,
@@ -237,10 +257,19 @@ class LoadBench:
 
     def _bridge_cmd(self) -> list[str]:
         o = self.o
-        if any(v is not None for v in (o.ws, o.loop, o.http, o.json_lib)):
+        if o.reference_dir is not None:
+            if o.reference_python is None:
+                raise ValueError("reference_dir needs reference_python")
+            assert self.sim is not None
+            return [o.reference_python, os.path.join(o.reference_dir, "run_reference.py"),
+                    "--sample-dir", o.reference_dir, "--port", str(self.port),
+                    "--openai-url", self.sim.url, "--log-level", "warning"]
+        if o.lean_stream or any(v is not None for v in (o.ws, o.loop, o.http, o.json_lib)):
             cmd = [sys.executable, "-m", "bridge.devtools.bench.server", "--port", str(self.port),
                    "--ws", o.ws or "auto", "--loop", o.loop or "auto",
                    "--http", o.http or "auto", "--json", o.json_lib or "stdlib"]
+            if o.lean_stream:
+                cmd.append("--lean-stream")
         else:
             cmd = [sys.executable, "-m", "bridge", "serve", "--host", "127.0.0.1",
                    "--port", str(self.port), "--grace", "1"]
@@ -266,7 +295,9 @@ class LoadBench:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"bridge exited with {self.proc.returncode}: {self._tail()}")
             with contextlib.suppress(OSError, ValueError, IndexError):
-                status, _ = await _http(self.port, "GET", "/healthz")
+                # The reference has no /healthz; its index page answers 200 once it serves.
+                path = "/" if self.is_reference else "/healthz"
+                status, _ = await _http(self.port, "GET", path)
                 if status == 200:
                     return
             await asyncio.sleep(0.05)
@@ -300,6 +331,8 @@ class LoadBench:
                      lock: asyncio.Lock) -> _Call:
         """Twilio's steps: signed webhook, TwiML, then the signed Media Stream upgrade."""
         assert self.sim is not None
+        if self.is_reference:
+            return await self._place_on_reference(index, ticker, call_ms, barge, lock)
         sim = self.sim
         call_sid = "CA" + secrets.token_hex(16)
         form = {"AccountSid": "AC" + "0" * 32, "CallSid": call_sid,
@@ -327,6 +360,30 @@ class LoadBench:
             auth_token=self.token, script=_script(index, barge, call_ms),
             record_audio=False, record_timing=True, ticker=ticker,
         )
+        call = _Call(index, caller, conn_id, barge, time.monotonic())
+        call.task = asyncio.ensure_future(caller.run())
+        return call
+
+    async def _place_on_reference(self, index: int, ticker: Ticker, call_ms: float,
+                                  barge: bool, lock: asyncio.Lock) -> _Call:
+        """The reference's steps: no webhook, no signature, no parameters.
+
+        Its TwiML route only names the stream URL, and it opens the model socket right
+        after accepting the upgrade (before ``start``), so the connection that reaches
+        the simulator while this call's upgrade is held under the lock is this call's.
+        """
+        assert self.sim is not None
+        sim = self.sim
+        caller = TwilioCaller(
+            url=f"ws://127.0.0.1:{self.port}/media-stream", call_sid="CA" + secrets.token_hex(16),
+            script=_script(index, barge, call_ms), record_audio=False, record_timing=True,
+            ticker=ticker,
+        )
+        async with lock:
+            before = len(sim.connections)
+            await caller.connect()
+            await sim.wait_for(lambda: len(sim.connections) > before, timeout=10, interval=0.001)
+            conn_id = sim.connections[before].id
         call = _Call(index, caller, conn_id, barge, time.monotonic())
         call.task = asyncio.ensure_future(caller.run())
         return call
@@ -548,6 +605,7 @@ class LoadBench:
         call_seconds = n * window
         lag = _dist(self.lags)
         summary: dict[str, Any] = {
+            "bridge": "reference" if self.is_reference else "this",
             "machine": procstat.machine_description(),
             "options": asdict(o),
             "server": " ".join(self._bridge_cmd()[1:]),

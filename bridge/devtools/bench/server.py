@@ -19,6 +19,7 @@ import argparse
 import logging
 import os
 import sys
+from typing import Any
 
 WS_CHOICES = ("auto", "websockets", "websockets-sansio", "wsproto")
 LOOP_CHOICES = ("auto", "asyncio", "uvloop")
@@ -34,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loop", choices=LOOP_CHOICES, default="auto")
     p.add_argument("--http", choices=HTTP_CHOICES, default="auto")
     p.add_argument("--json", dest="json_lib", choices=JSON_CHOICES, default="stdlib")
+    p.add_argument("--lean-stream", action="store_true",
+                   help="serve /media-stream from bridge.web.lean_stream (no ASGI), "
+                   "Starlette for every other route (prototype, issue 15)")
     p.add_argument("--log-level", default=None, help="override LOG_LEVEL for this run")
     return p
 
@@ -60,13 +64,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=getattr(logging, level, logging.INFO),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     app = create_app(settings, shutdown_grace_s=0.0)
+    extra: dict[str, Any] = {}
+    if args.lean_stream:
+        from uvicorn.config import HTTP_PROTOCOLS
+        from uvicorn.importer import import_from_string
+
+        from bridge.web.lean_stream import router_protocol
+
+        # The lean router hands every other request to the HTTP protocol chosen here.
+        extra["http"] = router_protocol(app, import_from_string(HTTP_PROTOCOLS[args.http]))
     uvicorn.run(
         app,
         host=args.host,
         port=args.port,
         ws=args.ws,
         loop=args.loop,
-        http=args.http,
+        **({"http": args.http} | extra),
         ws_max_size=settings.max_message_bytes,
         ws_per_message_deflate=False,
         log_level=level.lower(),

@@ -54,6 +54,10 @@ def local_settings(realtime_url: str, port: int, auth_token: str, **env: str) ->
 class LocalBridge:
     """The bridge app served on 127.0.0.1 for the duration of an ``async with``."""
 
+    lean_stream_default = False
+    """``lean_stream`` when not given: tests flip it to rerun whole-call tests on the lean
+    Media Streams path (``bridge.web.lean_stream``) without changing them."""
+
     def __init__(
         self,
         realtime_url: str,
@@ -62,7 +66,9 @@ class LocalBridge:
         auth_token: str | None = None,
         env: dict[str, str] | None = None,
         settings: Settings | None = None,
+        lean_stream: bool | None = None,
     ) -> None:
+        self.lean_stream = self.lean_stream_default if lean_stream is None else lean_stream
         self.auth_token = auth_token or secrets.token_hex(16)
         self._sock = free_socket()
         self.port = self._sock.getsockname()[1]
@@ -87,8 +93,14 @@ class LocalBridge:
 
         services = self._services or build_services(self.settings)
         self.app = create_app(self.settings, services)
+        extra: dict[str, Any] = {}
+        if self.lean_stream:
+            from bridge.web.lean_stream import router_protocol
+
+            extra["http"] = router_protocol(self.app)
         config = uvicorn.Config(
             self.app,
+            **extra,
             log_level="warning",
             lifespan="on",
             ws="websockets-sansio",

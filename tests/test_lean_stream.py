@@ -1,0 +1,288 @@
+"""The lean Media Streams path (``bridge.web.lean_stream``): same checks, same calls.
+
+Two halves.  First the whole-call tests of ``test_e2e`` are rerun unchanged with the
+lean path switched on (``LocalBridge.lean_stream_default``), so every mark, clear,
+truncate, token and hang-up behaviour is checked on it too; each rerun asserts the lean
+path really accepted the stream.  Then what only the lean path does by itself: its
+handshake refusals, the 1009 frame limit, pings, the other routes on the same port, and
+the ``CallerSocket`` contract of :class:`LeanCallerSocket` and of the ASGI adapter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+import websockets
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
+from websockets.server import ServerProtocol
+
+from bridge.call.asgi_socket import AsgiCallerSocket
+from bridge.call.leg import CallerSocket
+from bridge.devtools.sim.local_bridge import LocalBridge
+from bridge.devtools.sim.realtime_server import RealtimeSimulator
+from bridge.devtools.sim.twilio_caller import twilio_signature
+from bridge.web.caller_socket import LeanCallerSocket
+from bridge.web.lean_stream import LeanStreamProtocol
+from tests import test_e2e as e2e
+
+API_KEY = e2e.API_KEY
+
+
+@pytest.fixture
+def lean(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(LocalBridge, "lean_stream_default", True)
+
+
+async def _on_lean(test: Callable[[], Awaitable[None]], streams: int) -> None:
+    before = LeanStreamProtocol.streams_accepted
+    await test()
+    assert LeanStreamProtocol.streams_accepted - before >= streams, "lean path not used"
+
+
+# ------------------------------------------------------------ whole calls, rerun
+
+@pytest.mark.parametrize("audio", ["passthrough", "pcm16"])
+async def test_e2e_barge_in_call_on_the_lean_path(lean: None, audio: str) -> None:
+    await _on_lean(lambda: e2e.test_call_with_greeting_question_barge_in_and_hang_up(
+        "ga", audio), 1)
+
+
+async def test_e2e_model_close_on_the_lean_path(lean: None) -> None:
+    await _on_lean(e2e.test_model_socket_closing_ends_the_call_cleanly, 1)
+
+
+async def test_e2e_bad_input_on_the_lean_path(lean: None) -> None:
+    await _on_lean(e2e.test_bad_input_is_survived_and_another_call_is_unaffected, 2)
+
+
+async def test_e2e_stream_token_on_the_lean_path(lean: None) -> None:
+    await _on_lean(e2e.test_stream_token_is_checked_before_any_model_connection, 1)
+
+
+async def test_e2e_unsigned_refused_on_the_lean_path(lean: None) -> None:
+    await _on_lean(e2e.test_unsigned_requests_never_reach_the_model, 0)
+
+
+async def test_e2e_abrupt_disconnect_on_the_lean_path(lean: None) -> None:
+    await _on_lean(e2e.test_abrupt_caller_disconnect_closes_the_model_socket_within_a_second, 1)
+
+
+async def test_e2e_oversized_frame_on_the_lean_path(lean: None) -> None:
+    await _on_lean(e2e.test_oversized_frame_closes_only_that_call_with_a_clear_code, 1)
+
+
+async def test_e2e_concurrent_calls_on_the_lean_path(lean: None) -> None:
+    await _on_lean(e2e.test_concurrent_calls_keep_their_own_barge_in_accounting, 10)
+
+
+# ------------------------------------------------------------ the lean handshake
+
+async def test_bad_signature_is_refused_before_accept_and_counted() -> None:
+    sim = RealtimeSimulator(script=["agent_short"], api_key=API_KEY)
+    async with sim, LocalBridge(sim.url, env={"OPENAI_API_KEY": API_KEY},
+                                lean_stream=True) as bridge:
+        url = bridge.settings.stream_url
+        assert url is not None
+        wrong = twilio_signature("f" * 32, url)
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(url, additional_headers={"x-twilio-signature": wrong}):
+                pass
+        assert refused.value.response.status_code == 403
+        rejected = bridge.services.metrics.value
+        assert rejected("bridge_calls_rejected_total", {"reason": "bad_ws_signature"}) == 1
+        # Signed over another URL (a query added): refused too, as on the ASGI route.
+        other = twilio_signature(bridge.auth_token, url + "?x=1")
+        with pytest.raises(websockets.InvalidStatus):
+            async with websockets.connect(url, additional_headers={"x-twilio-signature": other}):
+                pass
+        assert rejected("bridge_calls_rejected_total", {"reason": "bad_ws_signature"}) == 2
+        assert not sim.connections
+
+
+async def test_draining_refuses_new_streams_and_other_routes_still_answer() -> None:
+    sim = RealtimeSimulator(script=["agent_short"], api_key=API_KEY)
+    async with sim, LocalBridge(sim.url, env={"OPENAI_API_KEY": API_KEY},
+                                lean_stream=True) as bridge:
+        url = bridge.settings.stream_url
+        assert url is not None
+        signed = {"x-twilio-signature": twilio_signature(bridge.auth_token, url)}
+        async with httpx.AsyncClient(base_url=bridge.base_url) as http:
+            assert (await http.get("/healthz")).status_code == 200
+            bridge.services.draining = True
+            assert (await http.get("/healthz")).status_code == 503
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(url, additional_headers=signed):
+                pass
+        assert refused.value.response.status_code == 403
+        bridge.services.draining = False
+        before = LeanStreamProtocol.streams_accepted
+        async with websockets.connect(url, additional_headers=signed) as ws:
+            await ws.ping()  # answered by the lean socket's protocol
+        assert LeanStreamProtocol.streams_accepted == before + 1
+
+
+async def test_oversized_frame_closes_with_1009() -> None:
+    sim = RealtimeSimulator(script=["agent_short"], api_key=API_KEY)
+    env = {"OPENAI_API_KEY": API_KEY, "BRIDGE_MAX_MESSAGE_BYTES": "4096"}
+    async with sim, LocalBridge(sim.url, env=env, lean_stream=True) as bridge:
+        url = bridge.settings.stream_url
+        assert url is not None
+        signed = {"x-twilio-signature": twilio_signature(bridge.auth_token, url)}
+        async with websockets.connect(url, additional_headers=signed, max_size=None) as ws:
+            await ws.send("x" * 5000)
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        assert not sim.connections
+
+
+# ------------------------------------------------------- the CallerSocket contract
+
+class _LeanEcho(asyncio.Protocol):
+    """Scaffolding: a bare handshake, then the LeanCallerSocket under test runs ``handler``."""
+
+    def __init__(self, handler: Callable[[LeanCallerSocket], Awaitable[None]]) -> None:
+        self.handler = handler
+        self.ws = ServerProtocol(max_size=4096)
+        self.sock: LeanCallerSocket | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.sock is not None:
+            self.sock.feed(data)
+            return
+        self.ws.receive_data(data)
+        for event in self.ws.events_received():
+            self.ws.send_response(self.ws.accept(event))  # type: ignore[arg-type]
+            self.transport.write(b"".join(self.ws.data_to_send()))  # type: ignore[attr-defined]
+            self.sock = LeanCallerSocket(self.ws, self.transport)  # type: ignore[arg-type]
+            asyncio.ensure_future(self.handler(self.sock))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.sock is not None:
+            self.sock.connection_lost()
+
+
+@contextlib.asynccontextmanager
+async def _lean_server(handler: Callable[[LeanCallerSocket], Awaitable[None]]
+                       ) -> AsyncIterator[str]:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _LeanEcho(handler), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"ws://127.0.0.1:{port}/"
+    finally:
+        server.close()
+
+
+async def _echo_until_closed(sock: CallerSocket, seen: dict[str, Any]) -> None:
+    """Echo text (``send_now`` when possible, else ``send``); record how it ended."""
+    assert sock.is_open
+    while (message := await sock.receive()) is not None:
+        seen.setdefault("messages", []).append(message)
+        if message == "close-me":
+            await sock.close(4001, "asked to")
+            await sock.close(4001, "asked to")  # idempotent
+            break
+        text = message if isinstance(message, str) else f"binary:{len(message)}"
+        if not sock.send_now(text):
+            await sock.send(text)
+    seen["detail"] = sock.close_detail
+    seen["open_after"] = sock.is_open
+    await sock.send("after close")  # never raises
+    seen["send_now_after"] = sock.send_now("after close")
+    seen["done"] = True
+
+
+async def test_lean_caller_socket_contract() -> None:
+    seen: dict[str, Any] = {}
+    async with _lean_server(lambda s: _echo_until_closed(s, seen)) as url:
+        async with websockets.connect(url) as ws:
+            await ws.send("hello")
+            assert await ws.recv() == "hello"
+            await ws.send(b"\x00\x01\x02")
+            assert await ws.recv() == "binary:3"
+            await ws.send(["frag", "mented"])  # a fragmented text message, reassembled
+            assert await ws.recv() == "fragmented"
+            await asyncio.wait_for(await ws.ping(), 2)
+            for i in range(200):  # many writes in one tick go out joined, in order
+                await ws.send(str(i))
+            assert [await ws.recv() for _ in range(200)] == [str(i) for i in range(200)]
+        for _ in range(100):
+            if seen.get("done"):
+                break
+            await asyncio.sleep(0.01)
+    assert seen["detail"] == "close code 1000"
+    assert seen["open_after"] is False and seen["send_now_after"] is False
+
+
+async def test_lean_caller_socket_server_close_and_frame_limit() -> None:
+    seen: dict[str, Any] = {}
+    async with _lean_server(lambda s: _echo_until_closed(s, seen)) as url:
+        async with websockets.connect(url) as ws:
+            await ws.send("close-me")
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 2)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
+        seen.clear()
+        async with websockets.connect(url, max_size=None) as ws:
+            await ws.send("y" * 5000)  # over the protocol's max_size=4096
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 2)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        for _ in range(100):
+            if seen.get("done"):
+                break
+            await asyncio.sleep(0.01)
+    assert seen["detail"] == "close code 1009" and "messages" not in seen
+
+
+async def test_starlette_caller_socket_contract() -> None:
+    seen: dict[str, Any] = {}
+
+    async def route(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await _echo_until_closed(AsgiCallerSocket(websocket), seen)
+
+    app = Starlette(routes=[WebSocketRoute("/ws", route)])
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="websockets-sansio",
+                                           lifespan="off"))
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws") as ws:
+            await ws.send("hello")
+            assert await ws.recv() == "hello"
+            await ws.send(b"\x00\x01")
+            assert await ws.recv() == "binary:2"
+        for _ in range(100):
+            if seen.get("done"):
+                break
+            await asyncio.sleep(0.01)
+        assert seen["detail"] == "close code 1000"
+        assert seen["open_after"] is False and seen["send_now_after"] is False
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws") as ws:
+            seen.clear()
+            await ws.send("close-me")
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 2)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+        sock.close()
