@@ -57,7 +57,7 @@ async def test_e2e_barge_in_call_on_the_lean_path(lean: None, audio: str) -> Non
 
 
 async def test_e2e_model_close_on_the_lean_path(lean: None) -> None:
-    await _on_lean(e2e.test_model_socket_closing_ends_the_call_cleanly, 1)
+    await _on_lean(e2e.test_model_socket_closing_ends_the_call_cleanly_when_reconnect_is_off, 1)
 
 
 async def test_e2e_bad_input_on_the_lean_path(lean: None) -> None:

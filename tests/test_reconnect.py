@@ -87,10 +87,12 @@ async def test_a_drop_mid_reply_costs_under_a_second_and_the_next_turn_is_answer
 async def test_a_drop_while_idle_goes_unnoticed_and_the_next_turn_is_answered() -> None:
     """Between turns nothing is playing: no clear, no filler, and the caller's next
     question is answered by the new session, which has the earlier turns as items."""
-    plan = FaultPlan(close_after_ms=6000, connections={1})  # after the answer, before the next
-    sim = RealtimeSimulator(script=["agent_short", "agent_goodbye"], api_key=KEY, faults=plan)
+    plan = FaultPlan(close_after_ms=7000, connections={1})  # after the answer, before the next
+    sim = RealtimeSimulator(
+        script=["agent_short", "agent_goodbye"], api_key=KEY, faults=plan, continue_script=True
+    )
     result, _ = await call(
-        sim, [(200, "caller_question"), (7000, "caller_thanks")], duration_ms=12000
+        sim, [(200, "caller_question"), (7600, "caller_thanks")], duration_ms=15500
     )
     assert sim.connection_count == 2
     second = sim.connections[1]

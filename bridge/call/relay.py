@@ -82,7 +82,12 @@ class TapeSink(Protocol):
 
 
 class _Outbox:
-    """One direction's ordered writes: written now when possible, else by a writer task."""
+    """One direction's ordered writes, with one writer at a time.
+
+    A write that the socket takes at once goes out at once.  Otherwise frames queue,
+    and either the model reader that produced them writes them itself (``flush``:
+    natural backpressure, no task), or a writer task does (``kick``: timers, tools,
+    the caller reader, which must never wait on the caller's own socket)."""
 
     def __init__(
         self,
@@ -93,15 +98,14 @@ class _Outbox:
         self._write_now = write_now
         self._write = write
         self._queue: deque[Any] = deque()
+        self._busy: asyncio.Future[None] | None = None  # set while someone is writing
         self._task: asyncio.Task[None] | None = None
-        self._room = asyncio.Event()
-        self._room.set()
         self._name = name
 
     def put(self, item: Any) -> None:
-        if not self._queue and self._write_now(item):
+        if not self._queue and self._busy is None and self._write_now(item):
             return
-        self._enqueue(item)
+        self._queue.append(item)
 
     def replace_queued(self, item: Any) -> None:
         """Drop what is still queued and send ``item`` next.
@@ -110,40 +114,43 @@ class _Outbox:
         not yet written would be discarded on arrival anyway (and the ledger has
         already forgotten their marks).  Jumping the queue stops the agent sooner."""
         if self._queue:
-            in_flight = self._task is not None and not self._task.done()
-            head = self._queue[0] if in_flight else None
+            head = self._queue[0] if self._busy is not None else None
             self._queue.clear()
             if head is not None:
                 self._queue.append(head)  # being written right now; it stays first
-            self._room.set()
         self.put(item)
 
-    def _enqueue(self, item: Any) -> None:
-        self._queue.append(item)
-        if len(self._queue) >= OUTBOX_LIMIT:
-            self._room.clear()
-        if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self._drain())
-            self._task.set_name(self._name)
+    @property
+    def pending(self) -> bool:
+        return bool(self._queue)
 
-    async def _drain(self) -> None:
+    async def flush(self) -> None:
+        """Write what is queued, in order; if someone else is writing, wait for them."""
+        busy = self._busy
+        if busy is not None:
+            await asyncio.shield(busy)
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._busy = done
         queue = self._queue
-        while queue:
-            item = queue[0]
-            try:
-                await self._write(item)
-            except Exception:  # noqa: BLE001 - the reader of that side sees the close
-                queue.clear()
-                break
-            queue.popleft()
-            if len(queue) < OUTBOX_LIMIT // 2:
-                self._room.set()
-        self._room.set()
+        try:
+            while queue:
+                try:
+                    await self._write(queue[0])
+                except Exception:  # noqa: BLE001 - the reader of that side sees the close
+                    queue.clear()
+                    break
+                if queue:
+                    queue.popleft()
+        finally:
+            self._busy = None
+            done.set_result(None)
 
-    async def room(self) -> None:
-        """Wait while this direction is backed up (backpressure for the other reader)."""
-        if not self._room.is_set():
-            await self._room.wait()
+    def kick(self) -> None:
+        """Have a writer task write what is queued (no one else will flush it)."""
+        if self._queue and self._busy is None and (self._task is None or self._task.done()):
+            self._task = asyncio.ensure_future(self.flush())
+            self._task.set_name(self._name)
 
     def cancel(self) -> None:
         self._queue.clear()
@@ -195,9 +202,17 @@ class CallRelay:
     # ---------------------------------------------------------------- inputs
 
     def feed(
-        self, event: ev.Event, frame: str | bytes | None = None, peer: str = "bridge"
+        self,
+        event: ev.Event,
+        frame: str | bytes | None = None,
+        peer: str = "bridge",
+        *,
+        reader: bool = False,
     ) -> None:
-        """Hand one event to the core and carry out what it asks, in order."""
+        """Hand one event to the core and carry out what it asks, in order.
+
+        A socket reader (``reader=True``) then writes the caller frames it caused itself
+        (``flush``), which costs no task; anything else starts the outbox's writer."""
         if self._closing:
             return
         now = self.now()
@@ -206,6 +221,8 @@ class CallRelay:
         actions = self.call.handle(event, now)
         if actions:
             self._perform(actions, now)
+            if not reader:
+                self._to_caller.kick()
 
     async def run(self) -> str:
         """Read the caller until the call ends; return the end reason."""
@@ -257,8 +274,9 @@ class CallRelay:
             if isinstance(event, ev.ModelDisconnected):
                 self.model = None
                 self._spawn(model.close(), "model-close")
-            self.feed(event, getattr(model, "last_frame", None), "model")
-            await self._to_caller.room()
+            self.feed(event, getattr(model, "last_frame", None), "model", reader=True)
+            if self._to_caller.pending:
+                await self._to_caller.flush()
 
     def _standby_event(self, model: ModelConnection, event: ev.Event) -> None:
         if isinstance(event, ev.SessionConfigured):

@@ -285,9 +285,14 @@ class Call:
             payload = b64encode(pcm).decode("ascii")
         if phase is Phase.ACTIVE:
             if self.config.reconnect:
+                # Kept for a reconnect mid-sentence: the VAD's prefix always, the whole
+                # turn (up to reconnect_buffer_ms) while the caller is speaking.
                 recent = self._recent
                 recent.append((now, payload, event.nbytes))
-                horizon = now - self.config.reconnect_buffer_ms
+                keep = (
+                    self.config.reconnect_buffer_ms if self.transcript.speech else SPEECH_PREFIX_MS
+                )
+                horizon = now - keep
                 while recent[0][0] < horizon:
                     recent.popleft()
             return [AppendAudio(payload)]

@@ -15,12 +15,15 @@ class Deadlines:
     def __init__(self) -> None:
         self._at: dict[str, int] = {}
         self._announced: int | None = None
+        self._dirty = False  # something changed since the driver was last told
 
     def set(self, name: str, at: int) -> None:
         self._at[name] = at
+        self._dirty = True
 
     def cancel(self, name: str) -> None:
-        self._at.pop(name, None)
+        if self._at.pop(name, None) is not None:
+            self._dirty = True
 
     def due(self, name: str, now: int) -> bool:
         """True, once, when ``name`` is set and has passed (it is then removed)."""
@@ -28,13 +31,19 @@ class Deadlines:
         if at is None or now < at:
             return False
         del self._at[name]
+        self._dirty = True
         return True
 
     def pending(self, name: str) -> bool:
         return name in self._at
 
     def wake_change(self) -> int | None:
-        """The earliest deadline if the driver has not been told it yet, else None."""
+        """The earliest deadline if the driver has not been told it yet, else None.
+
+        Called after every event, so it is free when nothing changed (most audio)."""
+        if not self._dirty:
+            return None
+        self._dirty = False
         earliest = min(self._at.values()) if self._at else None
         if earliest is None or earliest == self._announced:
             return None
@@ -44,3 +53,4 @@ class Deadlines:
     def fired(self) -> None:
         """The driver's timer fired: whatever is still pending must be re-announced."""
         self._announced = None
+        self._dirty = True
