@@ -30,9 +30,11 @@ import asyncio
 import base64
 import contextlib
 import itertools
+import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from typing import Any
 
 from openai import AsyncOpenAI, omit
@@ -89,8 +91,10 @@ _DEFAULT_MS_PER_CHAR = 60.0
 _PCMU = "audio/pcmu"
 
 
-#: What the bundled ``apology`` prompt says (``bridge/audio/clips/clips.json``).
-APOLOGY_TEXT = "Sorry, I'm having trouble connecting. Please hold on, or call back in a few minutes."
+#: What the bundled ``apology`` prompt says (its transcript ships beside it).
+APOLOGY_TEXT: str = json.loads(
+    resources.files("bridge.audio").joinpath("clips", "clips.json").read_text("utf-8")
+)["apology"]
 _APOLOGY_CHUNK = 800  # 100 ms of mu-law per AgentAudio, like a TTS chunk
 
 
