@@ -182,3 +182,52 @@ def test_the_cascade_tape_holds_no_secret() -> None:
     from bridge.tapes.author import FAKE_SECRETS
 
     assert not any(secret in text for secret in FAKE_SECRETS)
+
+
+CASCADE_USAGE = {
+    "backend": "cascade", "stt_model": "gpt-4o-mini-transcribe", "stt_audio_seconds": 6.0,
+    "llm_model": "gpt-4.1-mini", "llm_prompt_tokens": 1000, "llm_completion_tokens": 60,
+    "llm_cached_tokens": 200, "tts_model": "gpt-4o-mini-tts", "tts_characters": 110,
+    "tts_audio_seconds": 7.5,
+    "cascade_latency_ms": {"speech_stopped_to_transcript": 151, "transcript_to_first_token": 302,
+                           "first_token_to_first_tts_audio": 170,
+                           "first_tts_audio_to_first_audio_out": 0,
+                           "speech_stopped_to_first_audio_out": 623,
+                           "response_started_to_first_audio_out": "junk"},
+}
+
+
+async def test_cascade_usage_is_stored_with_stage_costs_and_latency(tmp_path: Path) -> None:
+    from bridge.store import open_store
+    from bridge.store.cli import format_call
+    from bridge.store.pricing import Prices, cascade_cost, realtime_equivalent
+
+    store = open_store(f"sqlite:///{tmp_path}/calls.db", prices=Prices())
+    await store.start()
+    try:
+        store.record_call_started("CA-cascade", agent="support")
+        store.record_usage("CA-cascade", "resp_1", CASCADE_USAGE, status="completed")
+        store.record_usage("CA-cascade", "resp_2", {"total_tokens": 10, "input_tokens": 10},
+                           status="completed")  # a Realtime response in the same call
+        await store.flush()
+        record = await store.get_call("CA-cascade")
+    finally:
+        await store.close()
+    assert record is not None
+    cascade, realtime = record.responses
+    expected = cascade_cost(CASCADE_USAGE)
+    assert cascade.backend == "cascade" and cascade.stages is not None
+    assert cascade.cost_usd == pytest.approx(expected.total)
+    assert cascade.stages.tts_usd == pytest.approx(expected.tts)
+    assert cascade.stages.realtime_equivalent_usd == pytest.approx(
+        realtime_equivalent(CASCADE_USAGE))
+    assert cascade.tokens.input_text_tokens == 1000 and cascade.tokens.input_cached_tokens == 200
+    assert cascade.latency_ms["speech_stopped_to_first_audio_out"] == 623
+    assert cascade.latency_ms["response_started_to_first_audio_out"] is None  # junk dropped
+    assert realtime.backend is None and realtime.stages is None and not realtime.latency_ms
+    assert record.totals.cascade_responses == 1
+    shown = format_call(record)
+    assert "Cascade backend (1 responses)" in shown
+    assert f"on Realtime ≈ ${realtime_equivalent(CASCADE_USAGE):.4f}" in shown
+    row = next(line for line in shown.splitlines() if line.strip().startswith("resp_1"))
+    assert row.split()[1:] == ["151", "302", "170", "0", "623", "-"]
