@@ -73,7 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """A whole call against local simulators: no accounts, no keys."""
     if args.browser:
-        from bridge.sim.browser_demo import run_browser_demo
+        from bridge.devtools.sim.browser_demo import run_browser_demo
 
         try:
             return asyncio.run(run_browser_demo())
@@ -81,14 +81,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print("\nstopped")
             return 0
     if args.backend == "cascade":
-        from bridge.sim.cascade_demo import run_cascade_demo
+        from bridge.devtools.sim.cascade_demo import run_cascade_demo
 
         return asyncio.run(run_cascade_demo(wav_path=args.wav, verbose=args.verbose))
-    from bridge.sim.demo import run_demo
+    from bridge.devtools.sim.demo import run_demo
 
     return asyncio.run(
         run_demo(
-            wav_path=args.wav, audio_mode=args.audio, dialect=args.dialect, verbose=args.verbose
+            wav_path=args.wav,
+            audio_mode=args.audio,
+            dialect=args.dialect,
+            verbose=args.verbose,
+            drop_model_at_s=args.drop_model_at,
         )
     )
 
@@ -204,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("-v", "--verbose", action="store_true")
     demo.add_argument(
+        "--drop-model-at",
+        type=float,
+        metavar="SECONDS",
+        help="have the model server drop the session this many seconds in (shows a reconnect)",
+    )
+    demo.add_argument(
         "--browser",
         action="store_true",
         help="serve the softphone on 127.0.0.1 with the simulated agent and print its URL",
@@ -229,8 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     configure.add_argument("number", help="your Twilio number, E.164")
     configure.set_defaults(func=cmd_twilio)
 
-    from bridge.bench.cli import add_bench_parser
-    from bridge.tapes.cli import add_replay_parser
+    from bridge.devtools.bench.cli import add_bench_parser
+    from bridge.devtools.tapes.cli import add_replay_parser
 
     add_replay_parser(sub)
     add_bench_parser(sub)

@@ -33,6 +33,9 @@ _AGENT_KEYS = (
     "tools",
     "transcription_model",
     "dtmf_length",
+    "on_model_failure",
+    "fallback_number",
+    "model_retry_s",
     "backend",
     "cascade",
 )
@@ -303,6 +306,25 @@ class _Loader:
                 self.problem(f"{prefix}.dtmf_length", "must be a whole number from 1 to 64")
             else:
                 changes["dtmf_length"] = length
+        if "on_model_failure" in table:
+            value = self.string(f"{prefix}.on_model_failure", table["on_model_failure"])
+            if value is not None and value not in ("hang_up", "transfer", "retry"):
+                self.problem(
+                    f"{prefix}.on_model_failure", "must be one of: hang_up, transfer, retry"
+                )
+            elif value is not None:
+                changes["on_model_failure"] = value
+        if "fallback_number" in table:
+            value = self.string(f"{prefix}.fallback_number", table["fallback_number"])
+            if value is not None:
+                changes["fallback_number"] = value.strip() or None
+        if "model_retry_s" in table:
+            seconds = table["model_retry_s"]
+            whole = isinstance(seconds, int) and not isinstance(seconds, bool)
+            if not whole or not 1 <= seconds <= 3600:
+                self.problem(f"{prefix}.model_retry_s", "must be a whole number from 1 to 3600")
+            else:
+                changes["model_retry_s"] = seconds
         if "tools" in table:
             tools = self.tools(f"{prefix}.tools", table["tools"])
             if tools is not None:

@@ -96,6 +96,11 @@ class AgentConfig:
     dtmf_length: int | None = None
     """Digits in a complete keypad entry (an account number...): the agent answers then,
     without waiting for ``#`` or a pause."""
+    on_model_failure: Literal["hang_up", "transfer", "retry"] = "hang_up"
+    """When the model cannot be reached: apologise and hang up, apologise and transfer to
+    ``fallback_number``, or keep retrying for ``model_retry_s`` (then hang up)."""
+    fallback_number: str | None = None
+    model_retry_s: int = 60
     backend: BackendName = "realtime"
     """Which model backend serves this agent's calls: one speech-to-speech Realtime
     session, or the STT -> chat LLM -> TTS cascade (``docs/cascade.md``)."""
@@ -149,6 +154,10 @@ class Settings:
     replay_outage: Literal["refuse", "local"] = "refuse"
     max_pending_streams: int = 500
     start_timeout_s: float = 5.0
+    reconnect: bool = True
+    reconnect_budget_s: float = 10.0
+    filler_after_ms: int = 1200
+    rollover_after_s: float = 3300.0
     filler_audio: str | None = None
     #: The cascade's stage settings from ``CASCADE_*`` (None: the defaults), read here so
     #: the bridge's environment is read in one place and its problems reported together.
@@ -318,8 +327,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         turn_detection=load_turn_detection(read),
         transcription_model=None if transcription == "none" else transcription,
         tools=tuple(t.strip() for t in (read.text("AGENT_TOOLS") or "").split(",") if t.strip()),
+        on_model_failure=read.choice(  # type: ignore[arg-type]
+            "AGENT_ON_MODEL_FAILURE", ("hang_up", "transfer", "retry"), "hang_up"
+        ),
+        fallback_number=read.text("AGENT_FALLBACK_NUMBER"),
+        model_retry_s=read.integer("AGENT_MODEL_RETRY_S", 60, 1, 3600),
         backend=read.choice("BRIDGE_BACKEND", BACKENDS, "realtime"),  # type: ignore[arg-type]
     )
+    if agent.on_model_failure == "transfer" and not agent.fallback_number:
+        read.problems.append(
+            "AGENT_ON_MODEL_FAILURE=transfer needs AGENT_FALLBACK_NUMBER (a number in "
+            "TRANSFER_NUMBERS)"
+        )
     transfer = tuple(
         n.strip() for n in (read.text("TRANSFER_NUMBERS") or "").split(",") if n.strip()
     )
@@ -361,6 +380,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         preconnect=read.boolean("BRIDGE_PRECONNECT", True),
         max_pending_streams=read.integer("BRIDGE_MAX_PENDING_STREAMS", 500, 1, 1_000_000),
         start_timeout_s=read.number("BRIDGE_START_TIMEOUT_S", 5.0, 0.1, 120.0),
+        reconnect=read.boolean("BRIDGE_RECONNECT", True),
+        reconnect_budget_s=read.number("BRIDGE_RECONNECT_BUDGET_S", 10.0, 0.5, 600.0),
+        filler_after_ms=read.integer("BRIDGE_FILLER_AFTER_MS", 1200, 0, 60_000),
+        rollover_after_s=read.number("BRIDGE_ROLLOVER_AFTER_S", 3300.0, 5.0, 24 * 3600.0),
         filler_audio=_prompt_file(read, "BRIDGE_FILLER_AUDIO"),
         apology_audio=_prompt_file(read, "BRIDGE_APOLOGY_AUDIO"),
         operator_token=read.secret("BRIDGE_OPERATOR_TOKEN"),

@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from bridge.audio.prompts import bundled_prompt, load_prompt
 from bridge.config import VOICES, AgentConfig, Settings
 from bridge.core.actions import (
     Action,
@@ -70,6 +71,18 @@ class ServiceHooks:
         self.metrics = metrics
         self.store = store
         self.calls = calls
+        # The prompts played when the model is away: loaded (and checked) once.
+        self.filler_audio = (
+            load_prompt(settings.filler_audio)
+            if settings.filler_audio
+            else bundled_prompt("one_moment")
+        )
+        self.apology_audio = (
+            load_prompt(settings.apology_audio)
+            if settings.apology_audio
+            else bundled_prompt("apology")
+        )
+        self._fallbacks: dict[str, str] = {}  # call -> the fallback it took
         self._registries: dict[str, ToolRegistry] = {
             name: build_registry(agent.tools) for name, agent in agents.agents.items()
         }
@@ -106,6 +119,12 @@ class ServiceHooks:
             tools=tuple(self.registry(agent).definitions()),
             max_call_ms=settings.max_call_seconds * 1000,
             start_timeout_ms=int(settings.start_timeout_s * 1000),
+            filler_audio=self.filler_audio,
+            apology_audio=self.apology_audio,
+            reconnect=settings.reconnect,
+            reconnect_budget_ms=int(settings.reconnect_budget_s * 1000),
+            filler_after_ms=settings.filler_after_ms,
+            rollover_after_ms=int(settings.rollover_after_s * 1000),
             tool_filler_after_ms=settings.tool_filler_after_ms or None,
             rest_control=self.calls is not None,
         )
@@ -135,6 +154,25 @@ class ServiceHooks:
             return None
         self.metrics.reject(f"stream_token_{check.reason}".replace(" ", "_"))
         return f"stream token {check.reason}"
+
+    def _observed(self, relay: CallRelay, action: Observed) -> None:
+        metrics, kind, data = self.metrics, action.kind, action.data
+        if kind == "turn_latency":
+            metrics.turn_latency_seconds.observe(data["ms"] / 1000)
+        elif kind == "reconnected":
+            metrics.reconnects.labels(str(data.get("cause", "unknown"))[:64]).inc()
+            metrics.reconnect_gap_seconds.observe(data["gap_ms"] / 1000)
+            log.warning(
+                "call %s: model reconnected after %d ms (%s)",
+                relay.call_sid,
+                data["gap_ms"],
+                data.get("cause"),
+            )
+        elif kind == "rollover":
+            metrics.rollovers.inc()
+        elif kind == "fallback":
+            metrics.fallbacks.labels(str(data.get("cause", "unknown"))[:64]).inc()
+            self._fallbacks[relay.call_sid or ""] = str(data.get("action"))
 
     async def run_tool(
         self, info: StreamInfo, config: CallConfig, action: RunTool
@@ -174,8 +212,7 @@ class ServiceHooks:
     def call_event(self, relay: CallRelay, action: Action) -> None:
         store = self.store
         if isinstance(action, Observed):
-            if action.kind == "turn_latency":
-                self.metrics.turn_latency_seconds.observe(action.data["ms"] / 1000)
+            self._observed(relay, action)
             return
         if isinstance(action, Notice):
             if action.code.startswith("model_error:"):
@@ -205,6 +242,8 @@ class ServiceHooks:
                 )
             return
         stream = relay.info
+        if isinstance(action, EndCall) and store is None and stream is not None:
+            self._fallbacks.pop(stream.call_sid, None)
         if stream is None or store is None:
             return
         info = stream
@@ -229,4 +268,14 @@ class ServiceHooks:
             )
         elif isinstance(action, EndCall):
             store.record_call_ended(info.call_sid, action.reason)
+            stats = relay.call.stats
+            fallback = self._fallbacks.pop(info.call_sid, None)
+            if stats["reconnects"] or stats["rollovers"] or fallback:
+                store.record_resilience(
+                    info.call_sid,
+                    stats["reconnects"],
+                    stats["model_gap_ms"],
+                    stats["rollovers"],
+                    fallback,
+                )
 

@@ -53,6 +53,8 @@ SESSION_COUNTERS: dict[str, str] = {
 TURN_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, float("inf"))
 #: Seconds to open the model's WebSocket (near zero when pre-connected).
 CONNECT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, float("inf"))
+#: Seconds without a model during a reconnect.
+GAP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, float("inf"))
 #: Seconds for the stream token check (a shared-database round trip in a fleet).
 TOKEN_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0, float("inf"))
 
@@ -137,6 +139,33 @@ class Metrics:
             "bridge_stream_token_check_seconds",
             "Stream token check, replay claim included",
             buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.reconnects = Counter(
+            "bridge_reconnects",
+            "Model connections replaced mid-call after a loss, by cause",
+            ["cause"],
+            registry=r,
+        )
+        self.reconnect_gap_seconds = Histogram(
+            "bridge_reconnect_gap_seconds",
+            "From losing the model connection to the new session being ready",
+            buckets=GAP_BUCKETS,
+            registry=r,
+        )
+        self.rollovers = Counter(
+            "bridge_rollovers", "Sessions replaced before the API's maximum age", registry=r
+        )
+        self.fallbacks = Counter(
+            "bridge_fallbacks",
+            "Calls that gave up on the model (apology, then transfer or hang-up), by cause",
+            ["cause"],
+            registry=r,
+        )
+        self.protocol_problems = Counter(
+            "bridge_protocol_problems",
+            "Malformed frames or events survived, by kind",
+            ["kind"],
             registry=r,
         )
         self._live = _Live({})

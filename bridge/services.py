@@ -18,7 +18,7 @@ from bridge.admission import Admission
 from bridge.agents import AgentDirectory, load_agents
 from bridge.backend_router import BackendRouter
 from bridge.call.backend import ModelBackend, ModelConnection
-from bridge.config import AgentConfig, Settings
+from bridge.config import AgentConfig, ConfigError, Settings
 from bridge.core.call import Call
 from bridge.core.stream import StreamInfo
 from bridge.hooks import ServiceHooks
@@ -57,6 +57,19 @@ def agent_directory(settings: Settings) -> AgentDirectory:
     if settings.agents_file:
         return load_agents(settings.agents_file, base)
     return AgentDirectory.single(base)
+
+
+def check_fallback_numbers(agents: AgentDirectory, settings: Settings) -> None:
+    """A fallback transfer goes only to an allowed number, like the agent's own transfers."""
+    allowed = set(settings.transfer_numbers) | set(agents.transfer_labels.values())
+    problems = [
+        f"agent {agent.name!r}: fallback_number {agent.fallback_number!r} is not in "
+        "TRANSFER_NUMBERS or the agents file's [transfer] table"
+        for agent in agents.agents.values()
+        if agent.on_model_failure == "transfer" and agent.fallback_number not in allowed
+    ]
+    if problems:
+        raise ConfigError(problems)
 
 
 def tokens_ledger(store: CallStore | None) -> TokenClaims:
@@ -109,6 +122,7 @@ class BridgeServices:
         self.settings = settings
         self.dialect: DialectSpec = dialect_for(settings.dialect, settings.realtime_url)
         self.agents = agents if agents is not None else agent_directory(settings)
+        check_fallback_numbers(self.agents, settings)
         self.tokens = StreamTokens.from_auth_token(settings.twilio_auth_token)
         # Replay memory: the shared store when there is one (a fleet shares its database),
         # else this process's memory.
@@ -322,6 +336,8 @@ class BridgeServices:
             if relay.info is not None:
                 self.metered.forget(relay.info.call_sid)
             self.metrics.call_finished(relay.end_reason or "unknown", relay.call.stats)
+            for kind, count in relay.call.problems.counts.items():
+                self.metrics.protocol_problems.labels(kind[:80]).inc(count)
 
 
 def _agent_fields(agent: AgentConfig) -> dict[str, Any]:

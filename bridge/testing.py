@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bridge.tapes.replay import ToolsSpec, replay
+from bridge.devtools.tapes.replay import ToolsSpec, replay
 
 __all__ = ["assert_replays"]
 

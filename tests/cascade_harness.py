@@ -20,9 +20,9 @@ from bridge.cascade.settings import CascadeSettings, LlmSettings, SttSettings, T
 from bridge.config import AgentConfig, Secret
 from bridge.core.actions import AppendAudio, ConfigureSession, ToModel
 from bridge.core.events import ModelEvent, ProtocolProblem
-from bridge.sim.clips import load_clip
-from bridge.sim.openai_rest import OpenAIRestSimulator
-from bridge.sim.realtime_transcription import TranscriptionSimulator
+from bridge.devtools.sim.clips import load_clip
+from bridge.devtools.sim.openai_rest import OpenAIRestSimulator
+from bridge.devtools.sim.realtime_transcription import TranscriptionSimulator
 
 KEY = "sk-cascade-test-secret-0123456789"
 HANG_UP_TOOL = {

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.sim.phone import incoming_call
+from bridge.devtools.sim.phone import incoming_call
 
 __all__ = ["HAProxy", "Replica", "free_port", "haproxy_binary", "incoming_call"]
 

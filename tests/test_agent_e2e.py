@@ -9,11 +9,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bridge.sim.clips import load_clip
-from bridge.sim.local_bridge import LocalBridge
-from bridge.sim.realtime_server import RealtimeSimulator
-from bridge.sim.twilio_rest import TwilioRestSimulator
+import pytest
+
+from bridge.devtools.sim.clips import load_clip
+from bridge.devtools.sim.local_bridge import LocalBridge
+from bridge.devtools.sim.realtime_server import RealtimeSimulator
+from bridge.devtools.sim.twilio_rest import TwilioRestSimulator
 from bridge.store.cli import main as calls_cli
+
+pytestmark = pytest.mark.e2e
 
 API_KEY = "sk-agent-e2e-key"
 

@@ -11,7 +11,9 @@ import json
 import pytest
 
 from bridge.__main__ import main
-from bridge.bench.load import BenchOptions, run_bench, summary_line
+from bridge.devtools.bench.load import BenchOptions, run_bench, summary_line
+
+pytestmark = pytest.mark.e2e
 
 
 def test_bench_two_calls_summary_is_sane() -> None:

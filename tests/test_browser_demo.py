@@ -7,8 +7,11 @@ import re
 from pathlib import Path
 
 import httpx
+import pytest
 
-from bridge.sim.browser_demo import run_browser_demo
+from bridge.devtools.sim.browser_demo import run_browser_demo
+
+pytestmark = pytest.mark.e2e
 
 
 async def test_browser_demo_prints_a_login_link_that_works(tmp_path: Path, capsys) -> None:

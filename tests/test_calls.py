@@ -11,8 +11,10 @@ import pytest
 from twilio.rest import Client
 
 from bridge.config import Secret, Settings
-from bridge.sim.twilio_rest import TwilioRestSimulator
+from bridge.devtools.sim.twilio_rest import TwilioRestSimulator
 from bridge.twilio.calls import CallControlError, RebasedHttpClient, TwilioCalls
+
+pytestmark = pytest.mark.e2e
 
 ACCOUNT = "AC" + "0" * 31 + "1"
 TOKEN = "tok-" + "7" * 28

@@ -32,10 +32,12 @@ from bridge.core.events import (
     ToolCallRequested,
 )
 from bridge.core.stream import StreamInfo
-from bridge.sim.clips import clip_text
-from bridge.sim.openai_rest import ChatRule, OpenAIRestSimulator, speech_for
-from bridge.sim.realtime_transcription import TranscriptionSimulator
+from bridge.devtools.sim.clips import clip_text
+from bridge.devtools.sim.openai_rest import ChatRule, OpenAIRestSimulator, speech_for
+from bridge.devtools.sim.realtime_transcription import TranscriptionSimulator
 from tests.cascade_harness import KEY, Driver, open_driver, say, settings_for
+
+pytestmark = pytest.mark.e2e
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 
 from bridge.cascade.connection import APOLOGY_TEXT
+from bridge.devtools.sim.cascade_standins import CascadeStandIns
+from bridge.devtools.sim.clips import clip_text, load_clip
+from bridge.devtools.sim.local_bridge import LocalBridge
+from bridge.devtools.sim.openai_rest import ChatRule, OpenAIRestSimulator
+from bridge.devtools.sim.realtime_transcription import TranscriptionSimulator
+from bridge.devtools.sim.twilio_caller import CallResult
 from bridge.services import BridgeServices
-from bridge.sim.cascade_standins import CascadeStandIns
-from bridge.sim.clips import clip_text, load_clip
-from bridge.sim.local_bridge import LocalBridge
-from bridge.sim.openai_rest import ChatRule, OpenAIRestSimulator
-from bridge.sim.realtime_transcription import TranscriptionSimulator
-from bridge.sim.twilio_caller import CallResult
 from bridge.store.cli import format_call
 from bridge.store.records import CallRecord
 

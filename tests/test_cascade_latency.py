@@ -8,7 +8,11 @@ add seconds.  The margin is generous (the host's speed varies), the figure print
 
 from __future__ import annotations
 
-from bridge.bench.cascade import measure_pipeline
+import pytest
+
+from bridge.devtools.bench.cascade import measure_pipeline
+
+pytestmark = pytest.mark.e2e
 
 
 async def test_turn_latency_is_close_to_the_sum_of_stage_latencies(capsys):

@@ -11,7 +11,7 @@ from bridge.cascade.sentences import SentenceSplitter
 from bridge.cascade.settings import CascadeSettings
 from bridge.cascade.tool_format import chat_tools
 from bridge.config import ConfigError
-from bridge.sim.clips import clip_text, load_clip
+from bridge.devtools.sim.clips import clip_text, load_clip
 
 
 def _split(text: str, step: int = 3) -> list[str]:

@@ -11,13 +11,13 @@ import pytest
 from bridge.agents import ProfileError, load_agents
 from bridge.config import AgentConfig, ConfigError, load_settings
 from bridge.core.config import CallConfig
+from bridge.devtools.sim.cascade_standins import CascadeStandIns
+from bridge.devtools.sim.clips import clip_text, load_clip
+from bridge.devtools.sim.local_bridge import LocalBridge
+from bridge.devtools.sim.realtime_server import RealtimeSimulator
+from bridge.devtools.tapes.replay import replay
 from bridge.realtime.dialects import dialect_for
-from bridge.sim.cascade_standins import CascadeStandIns
-from bridge.sim.clips import clip_text, load_clip
-from bridge.sim.local_bridge import LocalBridge
-from bridge.sim.realtime_server import RealtimeSimulator
 from bridge.tapes.format import config_from_json, config_to_json, load_tape
-from bridge.tapes.replay import replay
 
 KEY = "sk-cascade-wiring-secret-0123456789"
 TAPE = Path(__file__).parent / "tapes" / "cascade_call.jsonl.gz"
@@ -179,7 +179,7 @@ def test_the_cascade_tape_holds_typed_cascade_events_and_replays_the_same_twice(
 
 def test_the_cascade_tape_holds_no_secret() -> None:
     text = gzip.decompress(TAPE.read_bytes()).decode()
-    from bridge.tapes.author import FAKE_SECRETS
+    from bridge.devtools.tapes.author import FAKE_SECRETS
 
     assert not any(secret in text for secret in FAKE_SECRETS)
 

@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 
 from bridge.config import ConfigError, load_settings
-from bridge.sim.local_bridge import LocalBridge, free_socket
-from bridge.sim.realtime_server import RealtimeSimulator
-from bridge.sim.twilio_rest import TwilioRestSimulator
+from bridge.devtools.sim.local_bridge import LocalBridge, free_socket
+from bridge.devtools.sim.realtime_server import RealtimeSimulator
+from bridge.devtools.sim.twilio_rest import TwilioRestSimulator
+
+pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEY = "sk-cli-secret-value-1234"

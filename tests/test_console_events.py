@@ -9,11 +9,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 
-from bridge.sim.clips import clip_text
-from bridge.sim.demo import AGENT_SCRIPT, CALL_LIMIT_MS, CALLER_SCRIPT, GREETING
-from bridge.sim.local_bridge import LocalBridge
-from bridge.sim.realtime_server import RealtimeSimulator
+from bridge.devtools.sim.clips import clip_text
+from bridge.devtools.sim.demo import AGENT_SCRIPT, CALL_LIMIT_MS, CALLER_SCRIPT, GREETING
+from bridge.devtools.sim.local_bridge import LocalBridge
+from bridge.devtools.sim.realtime_server import RealtimeSimulator
+
+pytestmark = pytest.mark.e2e
 
 
 async def _events(lines: AsyncIterator[str], into: list[dict[str, Any]], until: str) -> None:

@@ -14,3 +14,13 @@ def test_importing_the_core_loads_no_io_or_numpy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_the_running_bridge_loads_no_developer_tooling() -> None:
+    """Simulators, benchmarks and tape tooling are for developers: serving never needs them."""
+    code = (
+        "import sys, bridge.app, bridge.services, bridge.call.relay, bridge.tapes.recorder; "
+        "print(','.join(m for m in sys.modules if m.startswith('bridge.devtools')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 
 from bridge.audio.mulaw import ulaw_to_pcm16
-from bridge.sim.clips import load_clip
-from bridge.sim.local_bridge import LocalBridge
-from bridge.sim.realtime_server import RealtimeSimulator
-from bridge.sim.twilio_caller import CallResult
+from bridge.devtools.sim.clips import load_clip
+from bridge.devtools.sim.local_bridge import LocalBridge
+from bridge.devtools.sim.realtime_server import RealtimeSimulator
+from bridge.devtools.sim.twilio_caller import CallResult
+
+pytestmark = pytest.mark.e2e
 
 API_KEY = "sk-e2e-test-key"
 CHUNK_MS = 100  # the simulator's audio per delta = one mark's worth of audio
@@ -100,9 +102,12 @@ async def test_call_with_greeting_question_barge_in_and_hang_up(dialect: str, au
     assert truncate.audio_end_ms < truncate.item_audio_ms  # really cut the reply short
 
 
-async def test_model_socket_closing_ends_the_call_cleanly() -> None:
+async def test_model_socket_closing_ends_the_call_cleanly_when_reconnect_is_off() -> None:
+    """With BRIDGE_RECONNECT=false a model close ends the call, promptly and cleanly
+    (with reconnect on, the default, see tests/test_reconnect.py)."""
     sim = RealtimeSimulator(script=["agent_reply"], api_key=API_KEY, close_after_ms=1500)
-    async with sim, LocalBridge(sim.url, env={"OPENAI_API_KEY": API_KEY}) as bridge:
+    env = {"OPENAI_API_KEY": API_KEY, "BRIDGE_RECONNECT": "false"}
+    async with sim, LocalBridge(sim.url, env=env) as bridge:
         caller = await bridge.place_call(script=[(200, "caller_question")], duration_ms=8000)
         started = time.monotonic()
         result = await caller.run()
@@ -155,7 +160,7 @@ async def test_bad_input_is_survived_and_another_call_is_unaffected() -> None:
 async def _twilio_start_rejected(
     bridge: LocalBridge, sim: RealtimeSimulator, params: dict[str, Any], call_sid: str
 ) -> CallResult:
-    from bridge.sim.twilio_caller import TwilioCaller
+    from bridge.devtools.sim.twilio_caller import TwilioCaller
 
     assert bridge.settings.stream_url is not None
     caller = TwilioCaller(

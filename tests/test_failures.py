@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from bridge.realtime.failures import (
     Action,
-    Backoff,
     classify_close,
     classify_error_event,
     classify_handshake,
@@ -98,25 +95,3 @@ def test_retryable_property() -> None:
     assert not classify_handshake(401).retryable
 
 
-def test_backoff_first_retry_is_immediate_then_jittered_within_an_exponential_ceiling() -> None:
-    schedule = Backoff(base_s=0.25, factor=2.0, cap_s=2.0)
-    rng = random.Random(7)
-    delays = [schedule.delay(n, rng) for n in range(8)]
-    assert delays[0] == 0.0
-    ceilings = [schedule.ceiling(n) for n in range(8)]
-    assert ceilings == [0.0, 0.25, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0]
-    for delay, ceiling in zip(delays, ceilings, strict=True):
-        assert 0.0 <= delay <= ceiling
-    # Jitter: a fleet of calls dropped together spreads out.
-    many = {round(schedule.delay(3, random.Random(seed)), 6) for seed in range(50)}
-    assert len(many) > 40
-    # Same seed, same schedule (deterministic tests and tapes).
-    gen_a, gen_b = schedule.delays(random.Random(1)), schedule.delays(random.Random(1))
-    assert [next(gen_a) for _ in range(6)] == [next(gen_b) for _ in range(6)]
-    with pytest.raises(ValueError):
-        schedule.delay(-1)
-
-
-def test_backoff_without_immediate_first() -> None:
-    schedule = Backoff(base_s=1.0, cap_s=4.0, immediate_first=False)
-    assert schedule.ceiling(0) == 1.0 and schedule.ceiling(5) == 4.0

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from bridge.sim.realtime_server import RealtimeSimulator
-from bridge.sim.twilio_caller import CallResult, TwilioCaller
+from bridge.devtools.sim.realtime_server import RealtimeSimulator
+from bridge.devtools.sim.twilio_caller import CallResult, TwilioCaller
 from tests.conftest_pg import PostgresServer
 from tests.fleet import HAProxy, Replica, free_port, haproxy_binary, incoming_call
 

@@ -24,12 +24,14 @@ from typing import Any
 import pytest
 
 from bridge.core import events as ev
+from bridge.devtools.sim.clips import load_clip
+from bridge.devtools.sim.local_bridge import LocalBridge
+from bridge.devtools.sim.realtime_server import ConnectionRecord, RealtimeSimulator
 from bridge.realtime.dialects import dialect_for
 from bridge.realtime.wire import RealtimeProtocol
-from bridge.sim.clips import load_clip
-from bridge.sim.local_bridge import LocalBridge
-from bridge.sim.realtime_server import ConnectionRecord, RealtimeSimulator
 from bridge.twilio.media import TwilioMediaProtocol
+
+pytestmark = pytest.mark.e2e
 
 API_KEY = "sk-hostile-frames-test"
 MAX_BYTES = 65536

@@ -8,12 +8,15 @@ import logging
 import urllib.error
 import urllib.request
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge.devtools.sim.local_bridge import LocalBridge
+from bridge.devtools.sim.realtime_server import RealtimeSimulator
 from bridge.logs import CallIdFilter, JsonFormatter, bind_call, call_log_context
-from bridge.sim.local_bridge import LocalBridge
-from bridge.sim.realtime_server import RealtimeSimulator
 from tests.fleet import free_port
+
+pytestmark = pytest.mark.e2e
 
 TOKEN = "metrics-bearer-token-123"
 

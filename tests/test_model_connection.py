@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from websockets.protocol import State
 
 from bridge.config import Secret
+from bridge.devtools.sim.realtime_faults import FaultPlan
+from bridge.devtools.sim.realtime_server import RealtimeSimulator
 from bridge.metrics import Metrics
 from bridge.realtime.connection import ModelConnectError, ModelConnector, ModelEndpoint, send_now
 from bridge.realtime.dialects import dialect_for
-from bridge.sim.realtime_faults import FaultPlan
-from bridge.sim.realtime_server import RealtimeSimulator
+
+pytestmark = pytest.mark.e2e
 
 KEY = "sk-connection-test"
 

@@ -17,9 +17,11 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from bridge.config import Secret
+from bridge.devtools.sim.local_bridge import LocalBridge
+from bridge.devtools.sim.realtime_server import RealtimeSimulator
 from bridge.operator.access import COOKIE_NAME, OperatorAccess
-from bridge.sim.local_bridge import LocalBridge
-from bridge.sim.realtime_server import RealtimeSimulator
+
+pytestmark = pytest.mark.e2e
 
 PROTECTED_GET = [
     "/softphone",

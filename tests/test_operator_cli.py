@@ -18,6 +18,8 @@ import pytest
 from bridge.store import open_store
 from tests.test_cli import ROOT, SECRET_KEY, run_cli
 
+pytestmark = pytest.mark.e2e
+
 SERVE_ENV = {
     "OPENAI_API_KEY": SECRET_KEY,
     "PUBLIC_URL": "https://bridge.example.com",
@@ -177,12 +179,12 @@ def test_a_bad_port_or_grace_in_the_environment_is_a_usage_error() -> None:
 
 
 async def test_simulated_phone_places_a_call_through_the_entry_point() -> None:
-    """``python -m bridge.sim.phone`` (compose's caller) against a running bridge."""
+    """``python -m bridge.devtools.sim.phone`` (compose's caller) against a running bridge."""
     import os
     import sys
 
-    from bridge.sim.local_bridge import LocalBridge
-    from bridge.sim.realtime_server import RealtimeSimulator
+    from bridge.devtools.sim.local_bridge import LocalBridge
+    from bridge.devtools.sim.realtime_server import RealtimeSimulator
 
     sim = RealtimeSimulator(script=["agent_reply"], api_key="sk-x")
     async with sim, LocalBridge(sim.url, env={"OPENAI_API_KEY": "sk-x"}) as bridge:
@@ -190,7 +192,7 @@ async def test_simulated_phone_places_a_call_through_the_entry_point() -> None:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "bridge.sim.phone",
+            "bridge.devtools.sim.phone",
             "--calls",
             "2",
             "--duration-ms",

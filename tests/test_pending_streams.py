@@ -28,11 +28,13 @@ from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from bridge.bench.procstat import rss_kib
-from bridge.sim.clips import load_clip
-from bridge.sim.local_bridge import LocalBridge
-from bridge.sim.realtime_server import RealtimeSimulator
-from bridge.sim.twilio_caller import TwilioCaller, twilio_signature
+from bridge.devtools.bench.procstat import rss_kib
+from bridge.devtools.sim.clips import load_clip
+from bridge.devtools.sim.local_bridge import LocalBridge
+from bridge.devtools.sim.realtime_server import RealtimeSimulator
+from bridge.devtools.sim.twilio_caller import TwilioCaller, twilio_signature
+
+pytestmark = pytest.mark.e2e
 
 API_KEY = "sk-pending-streams-test"
 
@@ -106,6 +108,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+METRICS_TOKEN = "pending-streams-metrics-token"
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
+
 async def _http(port: int, method: str, path: str, body: bytes = b"",
                 headers: dict[str, str] | None = None) -> tuple[int, str]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -155,6 +161,7 @@ async def test_thousands_of_idle_signed_sockets_against_a_bridge_process() -> No
                 "PUBLIC_URL": f"http://127.0.0.1:{port}", "TWILIO_AUTH_TOKEN": token,
                 "DATABASE_URL": f"sqlite:///{tmp}/bridge.db", "LOG_LEVEL": "warning",
                 "BRIDGE_MAX_PENDING_STREAMS": str(cap),
+                "BRIDGE_METRICS_TOKEN": METRICS_TOKEN,
                 "BRIDGE_START_TIMEOUT_S": str(timeout_s),
             })
             log_path = Path(tmp) / "bridge.log"
@@ -201,10 +208,10 @@ async def _flood(proc: subprocess.Popen[bytes], port: int, token: str, flood: in
         after.append(rss_kib(proc.pid))
         print(f"wave {wave_no}: RSS baseline {baseline / 1024:.1f} MiB, peak {peak / 1024:.1f} "
               f"MiB, after {after[-1] / 1024:.1f} MiB")
-    status, metrics = await _http(port, "GET", "/metrics")
+    status, metrics = await _http(port, "GET", "/metrics", headers=METRICS_AUTH)
     assert status == 200
     assert "bridge_streams_pending 0" in metrics
-    assert 'bridge_streams_pending_total{outcome="closed_unstarted"}' in metrics
+    assert 'bridge_streams_pending_outcome_total{outcome="closed_unstarted"}' in metrics
     # Memory: the sockets' objects are all freed (no Python-level leak; see the in-process
     # tracemalloc check in docs/resilience.md), but the allocator keeps some of the pages.
     # What must hold: a second flood reuses them instead of growing the process again,
@@ -246,7 +253,7 @@ async def _one_wave(port: int, token: str, url: str, flood: int, cap: int, timeo
         """The bridge's own count of sockets waiting for a start, during the flood."""
         while True:
             with contextlib.suppress(OSError, ValueError, IndexError):
-                _, text = await _http(port, "GET", "/metrics")
+                _, text = await _http(port, "GET", "/metrics", headers=METRICS_AUTH)
                 for line in text.splitlines():
                     if line.startswith("bridge_streams_pending "):
                         samples.append(int(float(line.split()[1])))

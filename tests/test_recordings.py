@@ -11,13 +11,16 @@ import wave
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from bridge.devtools.sim.clips import clip_text
+from bridge.devtools.sim.demo import AGENT_SCRIPT, CALL_LIMIT_MS, CALLER_SCRIPT, GREETING
+from bridge.devtools.sim.local_bridge import LocalBridge
+from bridge.devtools.sim.realtime_server import RealtimeSimulator
 from bridge.recordings.files import sweep, write_recording
 from bridge.recordings.playout import SILENCE, PlayoutRecorder
-from bridge.sim.clips import clip_text
-from bridge.sim.demo import AGENT_SCRIPT, CALL_LIMIT_MS, CALLER_SCRIPT, GREETING
-from bridge.sim.local_bridge import LocalBridge
-from bridge.sim.realtime_server import RealtimeSimulator
+
+pytestmark = pytest.mark.e2e
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -31,6 +31,8 @@ from bridge.twilio.security import (
 )
 from bridge.twilio.stream_token import StreamTokens, TokenCheck, derive_stream_secret
 
+pytestmark = pytest.mark.e2e
+
 TOKEN = "0123456789abcdef0123456789abcdef"
 AUTH = Secret(TOKEN)
 PUBLIC_URL = "https://bridge.example.com"

@@ -396,6 +396,15 @@ def test_model_close_settles_the_unheard_agent_turn() -> None:
     out = call.event(ev.ModelDisconnected(1011, "server error"))
     line = next(a for a in out if isinstance(a, TranscriptLine))
     assert line.interrupted and line.text == "alpha" and line.end_ms - line.start_ms == 100
+    # The call goes on: what still played at Twilio is cleared, a new session is opened.
+    assert not [a for a in out if isinstance(a, EndCall)]
+    assert to_twilio(out, "clear") and ConnectModel() in out
+
+
+def test_model_close_ends_the_call_when_reconnect_is_off() -> None:
+    call = ScriptedCall(reconnect=False)
+    call.start()
+    out = call.event(ev.ModelDisconnected(1011, "server error"))
     assert isinstance(out[-1], EndCall) and out[-1].reason == "model_closed"
 
 
@@ -556,3 +565,95 @@ def test_a_flood_of_bad_frames_is_counted_but_not_logged_every_time() -> None:
     assert [type(n) for n in notices] == [Notice] * 3  # the 1st, 500th and 1000th
     assert "1000 times" in notices[-1].message  # type: ignore[union-attr]
     assert call.core.stats["bad_frames"] == 1000
+
+
+def test_reconnect_backoff_first_retry_at_once_then_jittered_and_capped() -> None:
+    import random
+
+    from bridge.core.outage import BACKOFF_CAP_MS, backoff_ms
+
+    rng = random.Random(7)
+    delays = [backoff_ms(n, rng) for n in range(1, 10)]
+    assert delays[0] == 0
+    for attempt, delay in enumerate(delays[1:], start=2):
+        ceiling = min(BACKOFF_CAP_MS, 250 * 2 ** (attempt - 2))
+        assert 0.5 * ceiling <= delay <= 1.5 * ceiling
+    # Calls dropped together spread out; the same seed gives the same schedule (tapes).
+    assert len({backoff_ms(4, random.Random(seed)) for seed in range(50)}) > 30
+    assert [backoff_ms(n, random.Random(1)) for n in range(1, 6)] == [
+        backoff_ms(n, random.Random(1)) for n in range(1, 6)
+    ]
+
+
+def test_seeding_keeps_the_newest_turns_and_tool_calls_whole() -> None:
+    from bridge.core.actions import AddAgentText, AddToolCall, AddToolOutput, AddUserText
+    from bridge.core.outage import ToolRecord, seed_items
+
+    lines = [
+        TranscriptLine("caller", "first question " * 20, 0, 1, seq=1),
+        TranscriptLine("agent", "first answer " * 20, 1, 2, seq=2),
+        TranscriptLine("caller", "order status?", 2, 3, seq=3),
+        TranscriptLine("agent", "", 3, 3, interrupted=True, seq=4),  # heard nothing
+        TranscriptLine("system", "caller pressed 42#", 4, 4, seq=5),
+    ]
+    tools = [ToolRecord(3, "c1", "lookup", '{"id": 1}', '{"status": "shipped"}')]
+    items, dropped = seed_items(lines, tools, max_chars=200)
+    assert dropped == 2  # the two long oldest turns did not fit
+    assert items == [
+        AddUserText("order status?"),
+        AddToolCall("c1", "lookup", '{"id": 1}'),
+        AddToolOutput("c1", '{"status": "shipped"}'),
+        AddUserText("[The caller pressed 42# on their phone keypad]"),
+    ]
+    assert not [i for i in items if isinstance(i, AddAgentText) and not i.text]
+
+
+def test_an_outage_holds_the_caller_and_the_new_session_hears_the_whole_turn() -> None:
+    call = ScriptedCall()
+    call.start()
+    call.at(1000).speech_started(at_ms=950)  # the caller starts a sentence...
+    call.at(1000).media()
+    call.at(1020).media()
+    out = call.at(1040).event(ev.ModelDisconnected(1011, "boom", "backoff", "close_1011"))
+    assert ConnectModel() in out and not [a for a in out if isinstance(a, EndCall)]
+    call.at(1100).media()  # ...and goes on talking during the gap
+    assert call.core.phase is Phase.RECONNECTING
+    sent = to_model(call.at(1200).event(ev.ModelConnected()))
+    assert sent[0]["type"] == "session.update"
+    appends = [e for e in sent if e["type"] == "input_audio_buffer.append"]
+    assert len(appends) == 3  # the sentence's start, from before the drop, and the gap
+    reconnected = next(a for a in call.all_actions if getattr(a, "kind", "") == "reconnected")
+    assert reconnected.data["gap_ms"] == 160  # type: ignore[union-attr]
+    assert call.core.stats["reconnects"] == 1
+
+
+def test_retries_back_off_then_the_fallback_apologises_and_hangs_up() -> None:
+    call = ScriptedCall(reconnect_budget_ms=3000, apology_audio=b"\x7f" * 4000)
+    call.start()
+    call.at(0).event(ev.ModelDisconnected(1011, "boom", "backoff", "close_1011"))
+    out = call.at(10).event(ev.ModelUnavailable("503", "backoff", "http_503"))
+    assert ConnectModel() not in out  # the second attempt waits its backoff...
+    wake = [a for a in call.all_actions if isinstance(a, WakeAt)][-1]
+    assert 10 < wake.at <= 10 + 375
+    assert ConnectModel() in call.at(wake.at).tick()  # ...then goes
+    out = call.at(3001).tick()  # the budget is spent: apologise, then hang up
+    media = to_twilio(out, "media")
+    assert sum(len(base64.b64decode(m["media"]["payload"])) for m in media) == 4000
+    assert not [a for a in out if isinstance(a, ControlCall)]  # not before it has played
+    for name in marks(out):
+        out = call.mark(name)
+    assert [a.kind for a in out if isinstance(a, ControlCall)] == ["hang_up"]
+    out = call.event(ev.ControlFinished("hang_up", True)) + call.twilio({"event": "stop"})
+    assert [a.reason for a in out if isinstance(a, EndCall)] == ["model_unavailable"]
+
+
+def test_a_bad_key_is_final_and_never_retried() -> None:
+    call = ScriptedCall(apology_audio=b"\x7f" * 800)
+    call.twilio(
+        {"event": "start", "streamSid": "MZ1", "start": {"streamSid": "MZ1", "callSid": "CA1"}}
+    )
+    call.event(ev.StreamAccepted())
+    out = call.event(ev.ModelUnavailable("401 invalid_api_key", "never", "bad_api_key"))
+    assert ConnectModel() not in out and to_twilio(out, "media")
+    fallback = next(a for a in call.all_actions if getattr(a, "kind", "") == "fallback")
+    assert fallback.data == {"action": "hang_up", "cause": "bad_api_key"}  # type: ignore[union-attr]

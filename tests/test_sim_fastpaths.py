@@ -19,10 +19,12 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from bridge.sim.clips import load_clip
-from bridge.sim.realtime_server import RealtimeSimulator, _plain_append, _Session
-from bridge.sim.vad import EnergyVad
-from bridge.sim.ws_fast import send_now
+from bridge.devtools.sim.clips import load_clip
+from bridge.devtools.sim.realtime_server import RealtimeSimulator, _plain_append, _Session
+from bridge.devtools.sim.vad import EnergyVad
+from bridge.devtools.sim.ws_fast import send_now
+
+pytestmark = pytest.mark.e2e
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

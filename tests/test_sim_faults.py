@@ -18,12 +18,14 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from bridge.config import Secret
+from bridge.devtools.sim.realtime_faults import ErrorFault, FaultPlan, parse_fault_args
+from bridge.devtools.sim.realtime_server import RealtimeSimulator
 from bridge.realtime.connection import ModelConnectError, ModelEndpoint
 from bridge.realtime.dialects import dialect_for
 from bridge.realtime.failures import Action, classify_close, classify_error_event
-from bridge.sim.realtime_faults import ErrorFault, FaultPlan, parse_fault_args
-from bridge.sim.realtime_server import RealtimeSimulator
 from tests.test_sim_realtime import PCMU_SESSION, SILENCE
+
+pytestmark = pytest.mark.e2e
 
 KEY = "sk-faults-test-key"
 

@@ -10,9 +10,11 @@ import pytest
 from websockets.asyncio.client import connect
 
 from bridge.cascade.stt_rest import wav_bytes
-from bridge.sim.clips import clip_text, load_clip
-from bridge.sim.openai_rest import OpenAIRestSimulator, speech_for
-from bridge.sim.realtime_transcription import TranscriptionSimulator
+from bridge.devtools.sim.clips import clip_text, load_clip
+from bridge.devtools.sim.openai_rest import OpenAIRestSimulator, speech_for
+from bridge.devtools.sim.realtime_transcription import TranscriptionSimulator
+
+pytestmark = pytest.mark.e2e
 
 
 async def test_rest_stand_in_checks_the_key_and_speaks_the_sdk_wire_format():

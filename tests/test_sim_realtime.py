@@ -15,8 +15,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from bridge.sim.clips import clip_duration_ms, clip_text, load_clip
-from bridge.sim.realtime_server import RealtimeSimulator, ReplySpec
+from bridge.devtools.sim.clips import clip_duration_ms, clip_text, load_clip
+from bridge.devtools.sim.realtime_server import RealtimeSimulator, ReplySpec
+
+pytestmark = pytest.mark.e2e
 
 SILENCE = b"\xff" * 8  # 1 ms of mu-law digital silence
 PCMU_SESSION: dict[str, Any] = {

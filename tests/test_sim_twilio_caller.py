@@ -20,9 +20,11 @@ from twilio.request_validator import RequestValidator
 from websockets.asyncio.server import Request, Response, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from bridge.sim.clips import load_clip
-from bridge.sim.playback import FRAME_BYTES, MAX_BUFFERED_BYTES, SILENCE_FRAME, Playback
-from bridge.sim.twilio_caller import CallerPool, TwilioCaller
+from bridge.devtools.sim.clips import load_clip
+from bridge.devtools.sim.playback import FRAME_BYTES, MAX_BUFFERED_BYTES, SILENCE_FRAME, Playback
+from bridge.devtools.sim.twilio_caller import CallerPool, TwilioCaller
+
+pytestmark = pytest.mark.e2e
 
 TOKEN = "test-auth-token-not-a-secret"
 Behaviour = Callable[["FakeBridge", ServerConnection], Coroutine[Any, Any, None]]

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from bridge.sim.caller_track import write_caller_wav
-from bridge.sim.clips import clip_text, load_clip
-from bridge.sim.demo import AGENT_SCRIPT, CALLER_SCRIPT, GREETING
-from bridge.sim.local_bridge import LocalBridge
-from bridge.sim.realtime_server import RealtimeSimulator
+from bridge.devtools.sim.caller_track import write_caller_wav
+from bridge.devtools.sim.clips import clip_text, load_clip
+from bridge.devtools.sim.demo import AGENT_SCRIPT, CALLER_SCRIPT, GREETING
+from bridge.devtools.sim.local_bridge import LocalBridge
+from bridge.devtools.sim.realtime_server import RealtimeSimulator
 from tests import browser
 
 pytestmark = pytest.mark.e2e

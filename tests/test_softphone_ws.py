@@ -15,12 +15,15 @@ import secrets
 from pathlib import Path
 
 import httpx
+import pytest
 from websockets.asyncio.client import connect
 
+from bridge.devtools.sim.clips import clip_text
+from bridge.devtools.sim.local_bridge import LocalBridge
+from bridge.devtools.sim.realtime_server import RealtimeSimulator
 from bridge.operator.access import COOKIE_NAME
-from bridge.sim.clips import clip_text
-from bridge.sim.local_bridge import LocalBridge
-from bridge.sim.realtime_server import RealtimeSimulator
+
+pytestmark = pytest.mark.e2e
 
 AGENTS = """
 [routes]

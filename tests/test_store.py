@@ -35,6 +35,8 @@ from bridge.store.schema import LATEST_VERSION
 from bridge.store.sqlite import SQLiteBackend
 from bridge.store.urls import scrub, sqlite_target
 
+pytestmark = pytest.mark.e2e
+
 BACKENDS = ["sqlite", "postgres"]
 
 USAGE_EVENT: dict[str, Any] = {

@@ -15,15 +15,16 @@ import pytest
 
 from bridge.__main__ import main as bridge_main
 from bridge.core.ledger import ItemPlayback, PlaybackLedger
-from bridge.tapes.author import FAKE_SECRETS, record_scenario
+from bridge.devtools.tapes.author import FAKE_SECRETS, record_scenario
+from bridge.devtools.tapes.replay import replay
 from bridge.tapes.format import TAPE_VERSION, TapeError, load_tape
-from bridge.tapes.replay import replay
 from bridge.testing import assert_replays
 from bridge.tools import ToolRegistry, tool
 
 TAPES = Path(__file__).parent / "tapes"
 ALL_TAPES = sorted(TAPES.glob("*.jsonl*"))
 REQUIRED = {
+    "model_reconnect",
     "question_answer", "barge_in", "double_barge_in", "tool_call", "dtmf",
     "hangup_mid_reply", "model_error",
 }
@@ -80,6 +81,10 @@ def test_tapes_show_their_scenario() -> None:
     assert kinds["dtmf"].count("dtmf") == 3
     assert "error" in kinds["model_error"] and "notice" in kinds["model_error"]
     assert "call_control" in kinds["agent_hangs_up"]
+    assert "control_done" in kinds["agent_hangs_up"]  # REST timing is on the tape
+    reconnect = kinds["model_reconnect"]
+    assert reconnect.count("model_closed") == 1 and reconnect.count("connect_model") == 2
+    assert reconnect.count("session.update") == 2
     ends = [r for r in load_tape(TAPES / "hangup_mid_reply.jsonl.gz").records
             if r["kind"] == "transcript" and r["data"]["speaker"] == "agent"]
     assert ends and ends[-1]["data"]["interrupted"]
@@ -160,6 +165,7 @@ def test_unreadable_tapes_are_refused(tmp_path: Path) -> None:
     assert bridge_main(["replay", str(junk)]) == 2
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
 async def test_fresh_recording_replays_green(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compressed: bool
@@ -186,10 +192,11 @@ async def test_fresh_recording_replays_green(
     assert_replays(path)
 
 
+@pytest.mark.e2e
 async def test_live_replay_against_a_running_bridge() -> None:
     """``replay --live``: the tape's Twilio side and a model stand-in, over real sockets."""
-    from bridge.sim.local_bridge import LocalBridge, free_socket
-    from bridge.tapes.live import LiveOptions, replay_live
+    from bridge.devtools.sim.local_bridge import LocalBridge, free_socket
+    from bridge.devtools.tapes.live import LiveOptions, replay_live
 
     probe = free_socket()
     port = probe.getsockname()[1]

@@ -19,6 +19,8 @@ from bridge.store.claims import StoreClaims
 from bridge.twilio.stream_token import LocalClaims, StreamTokens, TokenCheck
 from tests.conftest_pg import PostgresServer
 
+pytestmark = pytest.mark.e2e
+
 SECRET = b"k" * 32
 CALL = "CA" + "1" * 32
 

@@ -25,10 +25,16 @@ class BackendUnavailable(Exception):
     ``now`` (a dropped socket), ``backoff`` (5xx, rate limit) or ``never``
     (bad key, no quota, unknown model).  The message never holds a secret."""
 
-    def __init__(self, detail: str, retry: Literal["now", "backoff", "never"] = "backoff"):
+    def __init__(
+        self,
+        detail: str,
+        retry: Literal["now", "backoff", "never"] = "backoff",
+        cause: str = "unreachable",
+    ):
         super().__init__(detail)
         self.detail = detail
         self.retry = retry
+        self.cause = cause
 
 
 class ModelConnection(Protocol):

@@ -35,9 +35,13 @@ from bridge.core.actions import (
     ClearPlayback,
     ConnectModel,
     ControlCall,
+    DiscardStandby,
     EndCall,
     Notice,
+    PrepareStandby,
     RunTool,
+    SwitchToStandby,
+    ToStandby,
     WakeAt,
 )
 from bridge.core.call import Call
@@ -171,6 +175,7 @@ class CallRelay:
         self.max_frame_bytes = max_frame_bytes
         self._clock = clock
         self.model: ModelConnection | None = None
+        self.standby: ModelConnection | None = None  # the next session, during a rollover
         self._tasks: set[asyncio.Task[Any]] = set()
         self._done = asyncio.Event()
         self._closing = False
@@ -236,11 +241,31 @@ class CallRelay:
                 self._model_backed_up = False
 
     async def _read_model(self, model: ModelConnection) -> None:
+        """Feed one connection's events while it is the call's model connection.
+
+        A standby (the next session during a rollover) is only watched until the
+        switch: its confirmation and its failure are driver events; anything else it
+        says before it is in use is not the call's business."""
         async for event in model.events():
-            if self._closing or model is not self.model:
+            if self._closing:
                 return
+            if model is self.standby:
+                self._standby_event(model, event)
+                continue
+            if model is not self.model:
+                return
+            if isinstance(event, ev.ModelDisconnected):
+                self.model = None
+                self._spawn(model.close(), "model-close")
             self.feed(event, getattr(model, "last_frame", None), "model")
             await self._to_caller.room()
+
+    def _standby_event(self, model: ModelConnection, event: ev.Event) -> None:
+        if isinstance(event, ev.SessionConfigured):
+            self.feed(ev.StandbyReady(event.mismatch))
+        elif isinstance(event, ev.ModelDisconnected):
+            self.standby = None
+            self.feed(ev.StandbyFailed(f"closed before the switch: {event.detail}"[:300]))
 
     # --------------------------------------------------------------- actions
 
@@ -277,6 +302,20 @@ class CallRelay:
             self._spawn(self._authorise(action.info), "authorise")
         elif isinstance(action, ConnectModel):
             self._spawn(self._connect_model(), "model-connect")
+        elif isinstance(action, PrepareStandby):
+            self._spawn(self._open_standby(), "standby-connect")
+        elif isinstance(action, ToStandby):
+            if self.standby is not None:
+                for item in action.actions:
+                    self.standby.send(item)
+        elif isinstance(action, SwitchToStandby):
+            old, self.model, self.standby = self.model, self.standby, None
+            if old is not None:
+                self._spawn(old.close(), "model-close")
+        elif isinstance(action, DiscardStandby):
+            standby, self.standby = self.standby, None
+            if standby is not None:
+                self._spawn(standby.close(), "model-close")
         elif isinstance(action, RunTool):
             self._spawn(self._run_tool(action), f"tool-{action.name}")
         elif isinstance(action, ControlCall):
@@ -329,7 +368,7 @@ class CallRelay:
         try:
             model = await self.backend.connect(self.info)
         except BackendUnavailable as exc:
-            self.feed(ev.ModelUnavailable(exc.detail[:300], exc.retry), peer="model")
+            self.feed(ev.ModelUnavailable(exc.detail[:300], exc.retry, exc.cause), peer="model")
             return
         if self._closing:
             await model.close()
@@ -337,6 +376,20 @@ class CallRelay:
         self.model = model
         self.feed(ev.ModelConnected(), peer="model")
         self._spawn(self._read_model(model), "model-reader")
+
+    async def _open_standby(self) -> None:
+        assert self.info is not None
+        try:
+            standby = await self.backend.connect(self.info)
+        except BackendUnavailable as exc:
+            self.feed(ev.StandbyFailed(exc.detail[:300]))
+            return
+        if self._closing:
+            await standby.close()
+            return
+        self.standby = standby
+        self.feed(ev.StandbyConnected())
+        self._spawn(self._read_model(standby), "standby-reader")
 
     async def _run_tool(self, action: RunTool) -> None:
         assert self.info is not None
@@ -366,11 +419,13 @@ class CallRelay:
             if task is not current and not task.done():
                 task.cancel()
         model, self.model = self.model, None
+        standby, self.standby = self.standby, None
         closers: list[Awaitable[Any]] = [
             asyncio.wait_for(self.caller.close(1000, (self.end_reason or "")[:100]), 1.0)
         ]
-        if model is not None:
-            closers.append(asyncio.wait_for(model.close(), 1.0))
+        for connection in (model, standby):
+            if connection is not None:
+                closers.append(asyncio.wait_for(connection.close(), 1.0))
         await asyncio.gather(*closers, return_exceptions=True)
         self._to_caller.cancel()
         if self._tasks:

@@ -126,6 +126,30 @@ class ConnectModel:
 
 
 @dataclass(frozen=True, slots=True)
+class PrepareStandby:
+    """Open the next model session in the background (rollover before the session cap);
+    report ``StandbyConnected``, then ``StandbyReady`` when it confirms its
+    configuration, or ``StandbyFailed``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToStandby:
+    """Send these model actions to the standby session (seeding it), in order."""
+
+    actions: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchToStandby:
+    """Make the standby the model connection from now on; close the old one after."""
+
+
+@dataclass(frozen=True, slots=True)
+class DiscardStandby:
+    """Close the standby unused."""
+
+
+@dataclass(frozen=True, slots=True)
 class RunTool:
     """Run a function tool the model called; report back with ``ToolFinished``."""
 
@@ -229,6 +253,10 @@ ToModel = (
 ForDriver = (
     AuthoriseStream
     | ConnectModel
+    | PrepareStandby
+    | ToStandby
+    | SwitchToStandby
+    | DiscardStandby
     | RunTool
     | ControlCall
     | TranscriptLine

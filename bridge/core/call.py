@@ -21,6 +21,8 @@ that finished playing is never truncated.
 from __future__ import annotations
 
 import json
+import random
+import zlib
 from base64 import b64decode, b64encode
 from collections import deque
 from collections.abc import Callable
@@ -41,12 +43,16 @@ from bridge.core.actions import (
     ConnectModel,
     ControlCall,
     CreateResponse,
+    DiscardStandby,
     EndCall,
     Notice,
     Observed,
     PlayAudio,
     PlayMark,
+    PrepareStandby,
     RunTool,
+    SwitchToStandby,
+    ToStandby,
     TruncateItem,
     Usage,
     WakeAt,
@@ -56,6 +62,7 @@ from bridge.core.deadlines import Deadlines
 from bridge.core.dtmf import Keypad, digit_text
 from bridge.core.errors import DriverError
 from bridge.core.ledger import ItemPlayback, MarkOutcome, PlaybackLedger
+from bridge.core.outage import Outage, ToolRecord, backoff_ms, seed_items
 from bridge.core.problems import ProblemLog
 from bridge.core.responses import Responses
 from bridge.core.stream import StreamInfo
@@ -67,6 +74,7 @@ class Phase(Enum):
     AUTHORISING = "authorising"  # start seen, the driver is checking its credentials
     CONNECTING = "connecting"  # model connection being opened
     ACTIVE = "active"  # both sides up
+    RECONNECTING = "reconnecting"  # the model connection was lost; the call goes on
     ENDED = "ended"
 
 
@@ -87,6 +95,7 @@ class _ToolCall:
     name: str
     since: int
     response_id: str | None
+    arguments: str = ""
     filler_sent: bool = False
 
 
@@ -98,6 +107,15 @@ class _PendingControl:
 
 #: Model error codes after which the model session cannot go on.
 FATAL_MODEL_ERRORS = frozenset({"session_expired", "beta_api_shape_disabled", "invalid_api_key"})
+
+#: Audio kept from before a caller turn's detected start (the VAD's prefix padding).
+SPEECH_PREFIX_MS = 300
+
+#: What the agent is asked after an outage cut its reply short.
+RESUME_INSTRUCTIONS = (
+    "The connection dropped while you were speaking. Continue your last answer briefly "
+    "from where the caller stopped hearing it."
+)
 
 #: How often a slow tool's filler is re-checked while the agent is still busy.
 FILLER_RECHECK_MS = 100
@@ -115,6 +133,10 @@ _STATS = (
     "clears",
     "stale_marks",
     "preconnect_dropped",
+    "reconnects",
+    "model_gap_ms",
+    "fallbacks",
+    "rollovers",
 )
 
 
@@ -148,7 +170,23 @@ class Call:
         self._audio_in_reported = 0
         self._dtmf_played = 0
         self._entry_waiting = False  # a key entry finished before the model was connected
+        # Call ms where the current session's audio timeline starts: speech timings from
+        # the model are on that timeline (0 at its first append); after a reconnect the
+        # new session's timeline starts at the held audio, not at the call's start.
+        self._audio_origin_ms = 0
+        # The last few seconds of caller audio sent to the model: if the session dies
+        # while the caller is mid-sentence, the new session hears the whole sentence.
+        self._recent: deque[tuple[int, str, int]] = deque()
         self._speech_stopped_at: int | None = None
+        self._local_items: set[str] = set()  # audio the bridge played itself (tones, prompts)
+        self._clips = 0
+        self._tool_log: list[ToolRecord] = []
+        self.outage: Outage | None = None
+        self._resume = False  # a reply was cut by an outage: ask to continue it
+        self._end_after_control = ""  # end reason once a fallback's control is done
+        self._rng: random.Random | None = None
+        self._standby = ""  # "", "opening", "seeded", "ready": the next session's state
+        self._seeded = (0, 0)  # transcript lines and tool records the standby already has
         self.stats: dict[str, int] = dict.fromkeys(_STATS, 0)
         self._handlers: dict[type, Callable[[Any, int], list[Action]]] = {
             ev.CallerAudio: self._on_caller_audio,
@@ -180,6 +218,9 @@ class Call:
             ev.ToolFinished: self._on_tool_finished,
             ev.ControlFinished: self._on_control_finished,
             ev.TimerFired: self._on_timer,
+            ev.StandbyConnected: self._on_standby_connected,
+            ev.StandbyReady: self._on_standby_ready,
+            ev.StandbyFailed: self._on_standby_failed,
             ev.EndRequested: self._on_end_requested,
             ev.ProtocolProblem: self._on_problem,
         }
@@ -243,16 +284,29 @@ class Call:
                 return []
             payload = b64encode(pcm).decode("ascii")
         if phase is Phase.ACTIVE:
+            if self.config.reconnect:
+                recent = self._recent
+                recent.append((now, payload, event.nbytes))
+                horizon = now - self.config.reconnect_buffer_ms
+                while recent[0][0] < horizon:
+                    recent.popleft()
             return [AppendAudio(payload)]
         return self._hold_audio(payload, event.nbytes)
 
     def _hold_audio(self, payload: str, nbytes: int) -> list[Action]:
-        """Keep caller audio until the model is connected: the newest few seconds.
+        """Keep caller audio until the model is connected: the newest few seconds
+        (``reconnect_buffer_ms`` during an outage, so a sentence spoken in the gap is
+        not lost, and a long outage does not replay stale audio).
 
         ``nbytes`` counts μ-law bytes (8 per ms) whatever the audio mode."""
         self._preconnect.append((payload, nbytes))
         self._preconnect_bytes += nbytes
-        limit = self.config.preconnect_buffer_ms * 8
+        held_ms = (
+            self.config.reconnect_buffer_ms
+            if self.phase is Phase.RECONNECTING
+            else self.config.preconnect_buffer_ms
+        )
+        limit = held_ms * 8
         actions: list[Action] = []
         while self._preconnect_bytes > limit and len(self._preconnect) > 1:
             _, dropped = self._preconnect.popleft()
@@ -275,11 +329,11 @@ class Call:
             return self._problem(
                 "caller_unknown_mark", f"ignoring unknown mark {event.name[:80]!r}"
             )
-        return self._settle(now) + self._maybe_control(now)
+        return self._settle(now) + self._maybe_control(now) + self._maybe_switch(now)
 
     def _on_digit(self, event: ev.DigitPressed, now: int) -> list[Action]:
         self.stats["caller_events"] += 1
-        if self.phase is not Phase.ACTIVE and self.phase is not Phase.CONNECTING:
+        if self.phase not in (Phase.ACTIVE, Phase.CONNECTING, Phase.RECONNECTING):
             return []
         at = self.call_ms(now)
         actions: list[Action] = [Observed("dtmf", at, {"digit": event.digit})]
@@ -309,11 +363,15 @@ class Call:
         return actions
 
     def _on_stream_stopped(self, event: ev.StreamStopped, now: int) -> list[Action]:
+        if self._end_after_control and self._after_control:
+            return self.end(self._end_after_control, "the stream stopped after the fallback", now)
         if self._after_control:
             return self.end(self._after_control, "the stream stopped after call control", now)
         return self.end("caller_hung_up", "the caller's leg sent stop", now)
 
     def _on_caller_gone(self, event: ev.CallerGone, now: int) -> list[Action]:
+        if self._end_after_control and self._after_control:
+            return self.end(self._end_after_control, "the stream closed after the fallback", now)
         if self._after_control:
             return self.end(self._after_control, "the stream closed after call control", now)
         return self.end("caller_disconnected", event.detail, now)
@@ -364,14 +422,25 @@ class Call:
     # ---------------------------------------------------------- model backend
 
     def _on_model_connected(self, event: ev.ModelConnected, now: int) -> list[Action]:
-        """The model is reachable: configure its session and flush what was held."""
-        if self.phase is not Phase.CONNECTING:
+        """The model is reachable: configure its session and flush what was held.
+
+        After an outage the new session is also seeded with the conversation so far."""
+        if self.phase is not Phase.CONNECTING and self.phase is not Phase.RECONNECTING:
             return []
-        self.phase = Phase.ACTIVE
+        outage = self.outage
+        if outage is not None and outage.gave_up:
+            return []  # the fallback is under way; this late connection is not used
         config = self.config
         actions: list[Action] = [
             ConfigureSession(config.agent, config.audio_mode, config.model, config.tools)
         ]
+        if self.phase is Phase.RECONNECTING:
+            actions += self._reseed(now)
+            self._audio_origin_ms = max(0, self.call_ms(now) - self._preconnect_bytes // 8)
+        elif outage is not None:  # the first connection took retries
+            actions += self._end_outage(now)
+        self.phase = Phase.ACTIVE
+        self.deadlines.set("rollover", now + config.rollover_after_ms)
         actions += [AppendAudio(payload) for payload, _ in self._preconnect]
         self._preconnect.clear()
         self._preconnect_bytes = 0
@@ -383,15 +452,46 @@ class Call:
         return actions
 
     def _on_model_unavailable(self, event: ev.ModelUnavailable, now: int) -> list[Action]:
-        return self.end("model_unavailable", event.detail, now)
+        """A connection attempt failed: try again on the schedule, or fall back."""
+        if self.phase is not Phase.CONNECTING and self.phase is not Phase.RECONNECTING:
+            return []
+        if not self.config.reconnect:
+            return self.end("model_unavailable", event.detail, now)
+        outage = self.outage
+        actions: list[Action] = []
+        if outage is None:  # the very first connection of the call failed
+            outage = self._start_outage(now, event.cause)
+            actions.append(Notice("warning", "model_unreachable", event.detail[:300]))
+        if outage.gave_up:
+            return actions
+        if event.retry == "never" or now >= outage.budget_until:
+            return actions + self._give_up(now, event.cause, event.detail)
+        return actions + self._attempt(now, event.retry)
 
     def _on_model_disconnected(self, event: ev.ModelDisconnected, now: int) -> list[Action]:
-        return self.end("model_closed", f"code={event.code} {event.detail}".strip(), now)
+        detail = f"code={event.code} {event.detail}".strip()
+        if not self.config.reconnect or self.phase is not Phase.ACTIVE:
+            return self.end("model_closed", detail, now)
+        actions: list[Action] = []
+        if self._standby == "ready":
+            # The cap came before a quiet moment: switch now, the next session is ready.
+            was_speaking = self.responses.busy or self.ledger.outstanding
+            actions = self._lose_playback(now) + self._switch(now, forced=True)
+            if was_speaking:
+                actions += self.responses.request(RESUME_INSTRUCTIONS)
+            return actions
+        if self._standby:
+            self._standby = ""
+            actions.append(DiscardStandby())
+        return actions + self._lose_model(now, event.cause, event.retry, detail)
 
     def _on_session_configured(self, event: ev.SessionConfigured, now: int) -> list[Action]:
         if event.mismatch:
             return self.end("model_config_rejected", event.mismatch, now)
         if self._session_ready:
+            if self._resume:
+                self._resume = False
+                return list(self.responses.request(RESUME_INSTRUCTIONS))
             return []
         self._session_ready = True
         greeting = self.config.agent.greeting
@@ -405,7 +505,9 @@ class Call:
         return []
 
     def _on_speech_started(self, event: ev.SpeechStarted, now: int) -> list[Action]:
-        at = event.audio_start_ms if event.audio_start_ms is not None else self.call_ms(now)
+        at = self.call_ms(now)
+        if event.audio_start_ms is not None:
+            at = event.audio_start_ms + self._audio_origin_ms
         self.transcript.speech_started(event.item_id, at)
         self._speech_stopped_at = None
         actions: list[Action] = [Observed("speech_started", self.call_ms(now))]
@@ -422,6 +524,15 @@ class Call:
             if self._codec is not None:
                 self._codec.reset_to_twilio()
         for playback in interrupted:
+            if playback.item_id in self._local_items:
+                # Our own tones or prompts: the model has no such item to truncate.
+                playback.truncated = True
+                actions.append(
+                    self.transcript.agent_line(
+                        self.ledger, playback, self._item_start(playback), interrupted=True
+                    )
+                )
+                continue
             actions += self._truncate(playback, now)
         if self.responses.interrupt() is not None:
             if not self.config.agent.turn_detection.server_interrupts:
@@ -448,7 +559,9 @@ class Call:
         ]
 
     def _on_speech_stopped(self, event: ev.SpeechStopped, now: int) -> list[Action]:
-        at = event.audio_end_ms if event.audio_end_ms is not None else self.call_ms(now)
+        at = self.call_ms(now)
+        if event.audio_end_ms is not None:
+            at = event.audio_end_ms + self._audio_origin_ms
         self.transcript.speech_stopped(event.item_id, at)
         self._speech_stopped_at = now
         return [Observed("speech_stopped", self.call_ms(now))]
@@ -535,7 +648,9 @@ class Call:
     def _on_tool_call(self, event: ev.ToolCallRequested, now: int) -> list[Action]:
         if event.call_id in self._tools:
             return []
-        self._tools[event.call_id] = _ToolCall(event.name, now, event.response_id)
+        self._tools[event.call_id] = _ToolCall(
+            event.name, now, event.response_id, event.arguments
+        )
         filler = self.config.tool_filler_after_ms
         if filler is not None:
             self.deadlines.set(f"filler:{event.call_id}", now + filler)
@@ -571,7 +686,7 @@ class Call:
         actions += self._settle(now)
         if not self._tools:
             actions += self.responses.take_pending()
-        return actions + self._maybe_control(now)
+        return actions + self._maybe_control(now) + self._maybe_switch(now)
 
     def _take_audio_in_ms(self) -> int:
         total = self.stats["audio_in_bytes"]
@@ -585,15 +700,23 @@ class Call:
             return [Notice("info", "model_busy", "response already active; will retry after it")]
         if event.event_id == "bridge_session_update" and not self._session_ready:
             return self.end("model_config_rejected", f"{code}: {message}", now)
-        if code in FATAL_MODEL_ERRORS:
+        notice: list[Action] = [Notice("warning", f"model_error:{code}", message)]
+        if code == "session_expired":
+            return notice  # the close that follows starts the reconnect
+        if event.fatal or code in FATAL_MODEL_ERRORS:
+            if self.config.reconnect and self.phase is Phase.ACTIVE:
+                return notice + self._lose_model(now, code, "never", f"{code}: {message}")
             return self.end("model_error", f"{code}: {message}", now)
-        return [Notice("warning", f"model_error:{code}", message)]
+        return notice
 
     # ----------------------------------------------------------------- tools
 
     def _on_tool_finished(self, event: ev.ToolFinished, now: int) -> list[Action]:
-        """A tool finished: give the model its output, then let it speak again."""
-        if self.phase is not Phase.ACTIVE:
+        """A tool finished: give the model its output, then let it speak again.
+
+        During an outage the result is kept, and reaches the new session with the
+        rest of the conversation."""
+        if self.phase is not Phase.ACTIVE and self.phase is not Phase.RECONNECTING:
             return []
         call = self._tools.pop(event.call_id, None)
         if call is None:
@@ -601,6 +724,14 @@ class Call:
                 Notice("warning", "tool_unknown_call", f"result for unknown call {event.call_id!r}")
             ]
         self.deadlines.cancel(f"filler:{event.call_id}")
+        self._tool_log.append(
+            ToolRecord(
+                len(self.transcript.history), event.call_id, call.name, call.arguments, event.output
+            )
+        )
+        if self.phase is Phase.RECONNECTING:
+            return [Observed("tool_result", self.call_ms(now), {"call_id": event.call_id,
+                                                                 "name": call.name})]
         actions: list[Action] = [
             AddToolOutput(event.call_id, event.output),
             Observed(
@@ -662,6 +793,7 @@ class Call:
         audio = dtmf_ulaw(digits)
         self._dtmf_played += 1
         item_id = f"dtmf_{self._dtmf_played}"
+        self._local_items.add(item_id)
         samples = len(audio) * (1 if self._passthrough else 3)
         actions = self._play(item_id, "", samples, b64encode(audio).decode("ascii"), now)
         self.ledger.items[item_id].audio_done = True
@@ -693,7 +825,9 @@ class Call:
         if not self.config.rest_control:
             # Closing the stream ends the call: <Connect> has no verb after it.
             return actions + self.end(
-                "agent_hung_up", "closed the stream (no REST credentials)", now
+                self._end_after_control or "agent_hung_up",
+                "closed the stream (no REST credentials)",
+                now,
             )
         # Once asked, the phone network ends (or moves) the call: the stream stopping from
         # now on is the hang-up or transfer taking effect, not the caller leaving.
@@ -709,9 +843,9 @@ class Call:
             return []
         self._after_control = ""
         actions: list[Action] = [Notice("error", f"{event.kind}_failed", event.detail[:300])]
-        if event.kind == "hang_up":
-            detail = "REST hang-up failed; closed the stream"
-            return actions + self.end("agent_hung_up", detail, now)
+        if event.kind == "hang_up" or self._end_after_control:
+            detail = f"REST {event.kind} failed; closed the stream"
+            return actions + self.end(self._end_after_control or "agent_hung_up", detail, now)
         return actions + self.responses.request(
             "The transfer did not go through. Apologise briefly and offer to help."
         )
@@ -740,8 +874,21 @@ class Call:
         if deadlines.due("max_call", now):
             return self.end("max_duration", f"call reached {self.config.max_call_ms} ms", now)
         if deadlines.due("after_control", now):
-            return self.end(self._after_control, "after call control", now)
+            reason = self._end_after_control or self._after_control
+            return self.end(reason, "after call control", now)
         actions: list[Action] = []
+        if deadlines.due("rollover", now):
+            actions += self._prepare_rollover(now)
+        if deadlines.due("rollover_check", now):
+            actions += self._maybe_switch(now)
+        if deadlines.due("reconnect", now):
+            actions += self._retry_now(now)
+        if deadlines.due("outage_filler", now):
+            actions += self._outage_filler(now)
+        if deadlines.due("outage_budget", now):
+            outage = self.outage
+            if outage is not None and not outage.gave_up and self.phase is not Phase.ACTIVE:
+                actions += self._give_up(now, outage.cause, "no model within the retry budget")
         if deadlines.due("dtmf", now):
             actions += self._finish_entry(now)
         for call_id, call in list(self._tools.items()):
@@ -760,6 +907,274 @@ class Call:
             return []
         call.filler_sent = True
         return [self.responses.send(CreateResponse(self.config.tool_filler_instructions))]
+
+    # --------------------------------------------------------------- rollover
+
+    def _prepare_rollover(self, now: int) -> list[Action]:
+        """The session nears the API's maximum age: open and seed the next one now, and
+        switch at a quiet moment, so the caller hears no gap at the cap."""
+        if self.phase is not Phase.ACTIVE or self._standby:
+            return []
+        self._standby = "opening"
+        return [PrepareStandby(), Observed("rollover_started", self.call_ms(now))]
+
+    def _on_standby_connected(self, event: ev.StandbyConnected, now: int) -> list[Action]:
+        if self._standby != "opening":
+            return [DiscardStandby()]
+        config = self.config
+        items, _ = seed_items(self.transcript.history, self._tool_log, config.seed_max_chars)
+        self._seeded = (len(self.transcript.history), len(self._tool_log))
+        self._standby = "seeded"
+        configure = ConfigureSession(config.agent, config.audio_mode, config.model, config.tools)
+        return [ToStandby((configure, *items))]
+
+    def _on_standby_ready(self, event: ev.StandbyReady, now: int) -> list[Action]:
+        if self._standby != "seeded":
+            return []
+        if event.mismatch:
+            self._standby = ""
+            self.deadlines.set("rollover", now + 30_000)
+            return [
+                DiscardStandby(),
+                Notice("warning", "rollover_failed", event.mismatch[:200]),
+            ]
+        self._standby = "ready"
+        return self._maybe_switch(now)
+
+    def _on_standby_failed(self, event: ev.StandbyFailed, now: int) -> list[Action]:
+        if not self._standby:
+            return []
+        self._standby = ""
+        if self.phase is Phase.ACTIVE:
+            self.deadlines.set("rollover", now + 30_000)  # try again, well before the cap
+        return [Notice("warning", "rollover_failed", event.detail[:200])]
+
+    def _quiet(self) -> bool:
+        """No response in flight or wanted, nothing playing, the caller not mid-turn
+        (speaking, or spoken but not yet transcribed), no tool or hang-up pending."""
+        return not (
+            self.responses.busy
+            or self.responses.pending is not None
+            or self.ledger.outstanding
+            or self.transcript.speech
+            or self._tools
+            or self._control is not None
+        )
+
+    def _maybe_switch(self, now: int) -> list[Action]:
+        if self._standby != "ready" or self.phase is not Phase.ACTIVE:
+            return []
+        if not self._quiet():
+            self.deadlines.set("rollover_check", now + 1_000)
+            return []
+        return self._switch(now, forced=False)
+
+    def _switch(self, now: int, *, forced: bool) -> list[Action]:
+        """Move to the standby: first what it missed since it was seeded, then the swap."""
+        lines, tools = self._seeded
+        delta, _ = seed_items(
+            self.transcript.history[lines:],
+            [
+                ToolRecord(t.after_lines - lines, t.call_id, t.name, t.arguments, t.output)
+                for t in self._tool_log[tools:]
+            ],
+            self.config.seed_max_chars,
+        )
+        self._standby = ""
+        self.deadlines.cancel("rollover_check")
+        self.responses.reset_connection()
+        self.responses.pending = None
+        self.stats["rollovers"] += 1
+        self.deadlines.set("rollover", now + self.config.rollover_after_ms)
+        actions: list[Action] = []
+        if delta:
+            actions.append(ToStandby(tuple(delta)))
+        actions += [
+            SwitchToStandby(),
+            Observed("rollover", self.call_ms(now), {"forced": forced}),
+        ]
+        return actions
+
+    def _lose_playback(self, now: int) -> list[Action]:
+        """The old session died with audio still queued: it is cut where it was heard."""
+        actions: list[Action] = []
+        if self.ledger.outstanding:
+            actions.append(ClearPlayback())
+            self.ledger.clear()
+            self.stats["clears"] += 1
+            if self._codec is not None:
+                self._codec.reset_to_twilio()
+        for playback in self.ledger.unsettled():
+            playback.truncated = True
+            self.transcript.dropped.add(playback.item_id)
+            actions.append(
+                self.transcript.agent_line(
+                    self.ledger, playback, self._item_start(playback), interrupted=True
+                )
+            )
+        return actions
+
+    # ---------------------------------------------------------------- outages
+
+    def _start_outage(self, now: int, cause: str) -> Outage:
+        agent = self.config.agent
+        budget = (
+            agent.model_retry_s * 1000
+            if agent.on_model_failure == "retry"
+            else self.config.reconnect_budget_ms
+        )
+        self.outage = Outage(now, cause, now + budget)
+        self.deadlines.set("outage_budget", now + budget)
+        if self.config.filler_audio:
+            self.deadlines.set("outage_filler", now + self.config.filler_after_ms)
+        return self.outage
+
+    def _lose_model(self, now: int, cause: str, retry: str, detail: str) -> list[Action]:
+        """The model connection is gone mid-call: keep the caller, get a new one.
+
+        Agent audio still playing is treated as interrupted where the caller stopped
+        hearing it (the dead session cannot be truncated, and the new one is seeded
+        with the heard text instead)."""
+        self.phase = Phase.RECONNECTING
+        self.deadlines.cancel("rollover")
+        was_speaking = self.responses.busy or self.ledger.outstanding
+        actions: list[Action] = [
+            Notice("warning", "model_lost", f"model connection lost ({cause}): {detail[:200]}"),
+            Observed("model_lost", self.call_ms(now), {"cause": cause}),
+        ]
+        actions += self._lose_playback(now)
+        self._replay_open_turn()
+        self.responses.reset_connection()
+        self.responses.pending = None
+        self._speech_stopped_at = None
+        outage = self._start_outage(now, cause)
+        outage.agent_was_speaking = was_speaking
+        if retry == "never":
+            return actions + self._give_up(now, cause, detail)
+        return actions + self._attempt(now, retry)
+
+    def _replay_open_turn(self) -> None:
+        """Hold again the audio of a caller turn the dead session heard begin but not end
+        (its input buffer died with it), from just before the turn started."""
+        starts = [start for start, end in self.transcript.speech.values() if end < 0]
+        recent, self._recent = self._recent, deque()
+        if not starts:
+            return
+        since = self.started_at + min(starts) - SPEECH_PREFIX_MS  # starts are call ms
+        for at, payload, nbytes in recent:
+            if at >= since:
+                self._preconnect.append((payload, nbytes))
+                self._preconnect_bytes += nbytes
+
+    def _attempt(self, now: int, retry: str) -> list[Action]:
+        """Open a connection now (the first retry, or a planned close), or after a backoff."""
+        outage = self.outage
+        assert outage is not None
+        outage.attempts += 1
+        if self._rng is None:
+            sid = self.stream.call_sid if self.stream else ""
+            self._rng = random.Random(zlib.crc32(sid.encode()))  # replays identically
+        delay = 0 if retry == "now" else backoff_ms(outage.attempts, self._rng)
+        if delay <= 0:
+            return [ConnectModel()]
+        self.deadlines.set("reconnect", now + delay)
+        return []
+
+    def _retry_now(self, now: int) -> list[Action]:
+        outage = self.outage
+        if outage is None or outage.gave_up or self.phase is Phase.ACTIVE:
+            return []
+        return [ConnectModel()]
+
+    def _outage_filler(self, now: int) -> list[Action]:
+        """The gap is long enough to notice: tell the caller to hold on."""
+        if self.phase is Phase.ACTIVE or self.ledger.outstanding:
+            return []
+        outage = self.outage
+        if outage is None or outage.gave_up:
+            return []
+        return self._play_clip(self.config.filler_audio, "[one moment, please]", now)
+
+    def _play_clip(self, audio: bytes, label: str, now: int) -> list[Action]:
+        """Play a prompt of our own (μ-law), tracked like agent audio so the caller
+        hears it in full before anything that waits for playback (a hang-up)."""
+        if not audio or self.stream is None:
+            return []
+        self._clips += 1
+        item_id = f"prompt_{self._clips}"
+        self._local_items.add(item_id)
+        actions: list[Action] = []
+        step = 1600  # 200 ms chunks, each with its mark
+        ratio = 1 if self._passthrough else 3
+        for start in range(0, len(audio), step):
+            chunk = audio[start : start + step]
+            actions += self._play(
+                item_id, "", len(chunk) * ratio, b64encode(chunk).decode("ascii"), now
+            )
+        self.ledger.items[item_id].audio_done = True
+        self.transcript.agent_done(item_id, label)
+        return actions
+
+    def _give_up(self, now: int, cause: str, detail: str) -> list[Action]:
+        """The model cannot be reached: do what the agent profile says, politely."""
+        outage = self.outage
+        if outage is None:
+            outage = self._start_outage(now, cause)
+        outage.gave_up = True
+        for name in ("reconnect", "outage_filler", "outage_budget"):
+            self.deadlines.cancel(name)
+        self.stats["fallbacks"] += 1
+        agent = self.config.agent
+        transfer = agent.on_model_failure == "transfer" and bool(agent.fallback_number)
+        action = "transfer" if transfer else "hang_up"
+        actions: list[Action] = [
+            Notice("error", "model_fallback", f"model unreachable ({cause}): {action}"),
+            Observed("fallback", self.call_ms(now), {"action": action, "cause": cause}),
+        ]
+        if self.stream is None:
+            return actions + self.end("model_unavailable", detail, now)
+        actions += self._play_clip(self.config.apology_audio, "[apology: model unavailable]", now)
+        self._end_after_control = "model_unavailable"
+        request = ControlRequest(
+            action, agent.fallback_number if transfer else None, reason=f"model {cause}"
+        )
+        if transfer and not self.config.rest_control:
+            request = ControlRequest("hang_up", reason=f"model {cause}")
+        self._control = _PendingControl(request, now)
+        self.deadlines.set("control_grace", now + self.config.control_grace_ms)
+        return actions + self._maybe_control(now)
+
+    def _reseed(self, now: int) -> list[Action]:
+        """A new session after an outage: the conversation so far, then held audio."""
+        items, dropped = seed_items(
+            self.transcript.history, self._tool_log, self.config.seed_max_chars
+        )
+        actions: list[Action] = list(items)
+        if dropped:
+            note = f"{dropped} oldest turns left out of the new session"
+            actions.append(Notice("info", "seed_trimmed", note))
+        outage = self.outage
+        if outage is not None:
+            self._resume = outage.agent_was_speaking
+            actions += self._end_outage(now)
+        return actions
+
+    def _end_outage(self, now: int) -> list[Action]:
+        outage, self.outage = self.outage, None
+        for name in ("reconnect", "outage_filler", "outage_budget"):
+            self.deadlines.cancel(name)
+        if outage is None:
+            return []
+        gap = now - outage.since
+        self.stats["reconnects"] += 1
+        self.stats["model_gap_ms"] += gap
+        return [
+            Observed(
+                "reconnected",
+                self.call_ms(now),
+                {"gap_ms": gap, "attempts": outage.attempts, "cause": outage.cause},
+            )
+        ]
 
     # ------------------------------------------------------------- lifecycle
 

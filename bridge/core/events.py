@@ -99,14 +99,21 @@ class ModelUnavailable:
 
     detail: str
     retry: Literal["now", "backoff", "never"] = "never"
+    cause: str = "unreachable"
 
 
 @dataclass(frozen=True, slots=True)
 class ModelDisconnected:
-    """The backend's connection closed under the call."""
+    """The backend's connection closed under the call.
+
+    ``retry`` is the backend's classification of the close (``now`` for the session
+    cap or a restart, ``backoff`` for a fault, ``never`` for a fatal error);
+    ``cause`` a short label for metrics and records."""
 
     code: int | None = None
     detail: str = ""
+    retry: Literal["now", "backoff", "never"] = "backoff"
+    cause: str = "closed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,11 +206,15 @@ class ResponseFinished:
 
 @dataclass(frozen=True, slots=True)
 class ModelErrorReported:
-    """An ``error`` event: ``code`` is the API's code (or type), ``event_id`` what it answers."""
+    """An ``error`` event: ``code`` is the API's code (or type), ``event_id`` what it answers.
+
+    ``fatal`` is set when the backend says the session cannot go on (a bad key, no
+    quota): the core then stops using the model rather than reconnecting."""
 
     code: str
     message: str = ""
     event_id: str | None = None
+    fatal: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +254,26 @@ class ControlFinished:
 
     kind: Literal["hang_up", "transfer"]
     ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StandbyConnected:
+    """The next session (asked for with ``PrepareStandby``) is open, not yet in use."""
+
+
+@dataclass(frozen=True, slots=True)
+class StandbyReady:
+    """The next session confirmed its configuration; ``mismatch`` as for
+    ``SessionConfigured``."""
+
+    mismatch: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StandbyFailed:
+    """The next session could not be opened, or closed before the switch."""
+
     detail: str = ""
 
 
@@ -304,7 +335,10 @@ ModelEvent = (
     | ModelIgnored
 )
 DriverEvent = (
-    StreamAccepted
+    StandbyConnected
+    | StandbyReady
+    | StandbyFailed
+    | StreamAccepted
     | StreamRefused
     | ToolFinished
     | ControlFinished

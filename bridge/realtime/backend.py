@@ -7,6 +7,7 @@ import contextlib
 import json
 from collections import deque
 from collections.abc import AsyncIterator
+from typing import Literal
 
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
@@ -17,12 +18,22 @@ from bridge.core import events as ev
 from bridge.core.actions import ToModel
 from bridge.core.stream import StreamInfo
 from bridge.jsoncodec import JsonLoads
-from bridge.realtime.connection import ModelConnector, send_now
+from bridge.realtime.connection import ModelConnectError, ModelConnector, send_now
 from bridge.realtime.dialects import DialectSpec
+from bridge.realtime.failures import Action as FailureAction
+from bridge.realtime.failures import classify_close
 from bridge.realtime.wire import RealtimeProtocol
 
 #: Client events queued behind a busy socket before the driver is asked to wait.
 HIGH_WATER = 128
+
+#: The failure classes of ``bridge.realtime.failures`` in the core's terms.
+_RETRY: dict[FailureAction, Literal["now", "backoff", "never"]] = {
+    FailureAction.RETRY_NOW: "now",
+    FailureAction.BACKOFF: "backoff",
+    FailureAction.FATAL: "never",
+    FailureAction.IGNORE: "backoff",
+}
 
 
 class RealtimeConnection:
@@ -78,8 +89,9 @@ class RealtimeConnection:
         self.last_frame = None
         if self._closed:
             return
-        code = socket.close_code
-        yield ev.ModelDisconnected(code, detail or (socket.close_reason or ""))
+        code, reason = socket.close_code, socket.close_reason or ""
+        verdict = classify_close(code, reason)
+        yield ev.ModelDisconnected(code, detail or reason, _RETRY[verdict.action], verdict.reason)
 
     async def close(self) -> None:
         if self._closed:
@@ -113,7 +125,10 @@ class RealtimeBackend:
             socket = await self.connector.take(info.call_sid)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - classified for the core
+        except ModelConnectError as exc:
+            retry = _RETRY[exc.verdict.action]
+            raise BackendUnavailable(str(exc)[:300], retry, exc.verdict.reason) from None
+        except Exception as exc:  # noqa: BLE001 - a network failure: worth another try
             raise BackendUnavailable(f"{exc.__class__.__name__}: {exc}"[:300]) from None
         protocol = RealtimeProtocol(self.dialect, self.audio_mode, self.loads)
         return RealtimeConnection(socket, protocol)

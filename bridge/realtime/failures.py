@@ -29,8 +29,6 @@ OpenAI error-code guide):
 from __future__ import annotations
 
 import enum
-import random
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,43 +157,3 @@ def _error_fields(payload: Any) -> tuple[str | None, str | None]:
         return None, None
     code, type_ = inner.get("code"), inner.get("type")
     return (code if isinstance(code, str) else None, type_ if isinstance(type_, str) else None)
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Reconnect delays: the first retry is immediate (most drops are one-offs and the
-    caller is waiting), then exponential with "full jitter" so a fleet of calls dropped by
-    the same server restart does not come back in lock-step.
-
-    ``delays(rng)`` yields seconds forever; the caller stops on its own deadline.
-    """
-
-    base_s: float = 0.25
-    factor: float = 2.0
-    cap_s: float = 5.0
-    immediate_first: bool = True
-
-    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        """Seconds to wait before retry number ``attempt`` (0 is the first retry)."""
-        if attempt < 0:
-            raise ValueError("attempt must be >= 0")
-        if self.immediate_first:
-            if attempt == 0:
-                return 0.0
-            attempt -= 1
-        ceiling = min(self.cap_s, self.base_s * self.factor**attempt)
-        return (rng or random).uniform(0.0, ceiling) if ceiling > 0 else 0.0
-
-    def ceiling(self, attempt: int) -> float:
-        """The largest delay ``delay(attempt)`` can return (for budgets and docs)."""
-        if self.immediate_first:
-            if attempt == 0:
-                return 0.0
-            attempt -= 1
-        return min(self.cap_s, self.base_s * self.factor**attempt)
-
-    def delays(self, rng: random.Random | None = None) -> Iterator[float]:
-        attempt = 0
-        while True:
-            yield self.delay(attempt, rng)
-            attempt += 1

@@ -32,6 +32,8 @@ from bridge.core.actions import (
 )
 from bridge.jsoncodec import JsonLoads
 from bridge.realtime.dialects import DialectSpec
+from bridge.realtime.failures import Action as FailureAction
+from bridge.realtime.failures import classify_error_event
 
 
 class _Malformed(Exception):
@@ -185,10 +187,12 @@ class RealtimeProtocol:
         error = event.get("error")
         if not isinstance(error, dict):
             error = {}
+        verdict = classify_error_event(event)
         return ev.ModelErrorReported(
             str(error.get("code") or error.get("type") or "unknown")[:80],
             str(error.get("message", ""))[:300],
             _opt_str(error, "event_id"),
+            fatal=verdict.action is FailureAction.FATAL,
         )
 
     # -------------------------------------------------------------- serialise

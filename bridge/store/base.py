@@ -95,6 +95,10 @@ class Store(Protocol):
 
     def record_recording(self, call_sid: str, path: str) -> None: ...
 
+    def record_resilience(
+        self, call_sid: str, reconnects: int, gap_ms: int, rollovers: int, fallback: str | None
+    ) -> None: ...
+
     async def list_calls(self, limit: int = 20) -> list[CallSummary]: ...
 
     async def search_calls(

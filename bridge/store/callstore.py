@@ -283,6 +283,19 @@ class CallStore:
             )
         )
 
+    def record_resilience(
+        self, call_sid: str, reconnects: int, gap_ms: int, rollovers: int, fallback: str | None
+    ) -> None:
+        """How the call survived its model connection: reconnects (and the total gap),
+        seamless rollovers, and the fallback taken when the model could not be reached."""
+        self._writer.submit(
+            Statement(
+                sql.RESILIENCE,
+                (call_sid, reconnects, gap_ms, rollovers, fallback, utc(None)),
+                f"resilience {_short(call_sid)}",
+            )
+        )
+
     # --------------------------------------------------------------------- reads
 
     async def search_calls(

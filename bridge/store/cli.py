@@ -119,6 +119,14 @@ def format_call(call: CallRecord) -> str:
         f"  twilio      {call.twilio_status or '-'}"
         + (f", {call.twilio_duration_s} s" if call.twilio_duration_s is not None else ""),
         f"  duration    {_duration(call.duration_s)}",
+    ]
+    if call.reconnects or call.rollovers or call.fallback:
+        lines.append(
+            f"  model       {call.reconnects} reconnect(s), {call.model_gap_ms} ms without a "
+            f"model, {call.rollovers} rollover(s)"
+            + (f", fallback: {call.fallback}" if call.fallback else "")
+        )
+    lines += [
         "",
         "Transcript",
     ]

@@ -201,6 +201,10 @@ class CallSummary:
     turn_count: int = 0
     cost_usd: float = 0.0
     recording_path: str | None = None
+    reconnects: int = 0
+    model_gap_ms: int = 0
+    rollovers: int = 0
+    fallback: str | None = None
 
     @property
     def duration_s(self) -> float | None:

@@ -128,6 +128,16 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         4,
+        "model reconnects, gap, rollovers and fallback per call",
+        (
+            "ALTER TABLE calls ADD COLUMN reconnects INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE calls ADD COLUMN model_gap_ms {BIGINT} NOT NULL DEFAULT 0",
+            "ALTER TABLE calls ADD COLUMN rollovers INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE calls ADD COLUMN fallback TEXT",
+        ),
+    ),
+    Migration(
+        5,
         "cascade responses: backend, cost per stage, Realtime equivalent, latency per stage",
         tuple(
             f"ALTER TABLE responses ADD COLUMN {column}"

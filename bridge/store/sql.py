@@ -99,10 +99,22 @@ ON CONFLICT (call_sid) DO UPDATE SET
     updated_at = excluded.updated_at
 """
 
+RESILIENCE = """
+INSERT INTO calls (call_sid, reconnects, model_gap_ms, rollovers, fallback, updated_at)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (call_sid) DO UPDATE SET
+    reconnects = excluded.reconnects,
+    model_gap_ms = excluded.model_gap_ms,
+    rollovers = excluded.rollovers,
+    fallback = excluded.fallback,
+    updated_at = excluded.updated_at
+"""
+
 _SUMMARY = """
 SELECT c.call_sid, c.stream_sid, c.from_number, c.to_number, c.agent, c.audio_mode,
        c.dialect, c.started_at, c.ended_at, c.end_reason, c.twilio_status,
        c.twilio_duration_s, c.recording_path,
+       c.reconnects, c.model_gap_ms, c.rollovers, c.fallback,
        (SELECT COUNT(*) FROM turns t WHERE t.call_sid = c.call_sid) AS turn_count,
        (SELECT COALESCE(SUM(r.cost_usd), 0) FROM responses r
          WHERE r.call_sid = c.call_sid) AS cost_usd
@@ -173,6 +185,10 @@ def summary_fields(row: Mapping[str, Any]) -> dict[str, Any]:
         "turn_count": int(row["turn_count"] or 0),
         "cost_usd": float(row["cost_usd"] or 0.0),
         "recording_path": row["recording_path"],
+        "reconnects": int(row["reconnects"] or 0),
+        "model_gap_ms": int(row["model_gap_ms"] or 0),
+        "rollovers": int(row["rollovers"] or 0),
+        "fallback": row["fallback"],
     }
 
 

@@ -15,6 +15,7 @@ tapes can be grepped, diffed and read by humans.  Frames are stored parsed
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import gzip
 import json
@@ -33,10 +34,14 @@ from bridge.core.actions import (
     AuthoriseStream,
     ConnectModel,
     ControlCall,
+    DiscardStandby,
     EndCall,
     Notice,
     Observed,
+    PrepareStandby,
     RunTool,
+    SwitchToStandby,
+    ToStandby,
     TranscriptLine,
     Usage,
     WakeAt,
@@ -65,6 +70,9 @@ EVENT_KINDS: dict[str, type] = {
     "tool_result": ev.ToolFinished,
     "control_done": ev.ControlFinished,
     "timer": ev.TimerFired,
+    "standby_connected": ev.StandbyConnected,
+    "standby_ready": ev.StandbyReady,
+    "standby_failed": ev.StandbyFailed,
     "twilio_closed": ev.CallerGone,
     "model_closed": ev.ModelDisconnected,
     "end": ev.EndRequested,
@@ -86,6 +94,10 @@ INPUT_PEERS: dict[str, str] = {
 ACTION_KINDS: dict[type, str] = {
     AuthoriseStream: "stream_started",
     ConnectModel: "connect_model",
+    PrepareStandby: "prepare_standby",
+    ToStandby: "to_standby",
+    SwitchToStandby: "switch_to_standby",
+    DiscardStandby: "discard_standby",
     RunTool: "run_tool",
     ControlCall: "call_control",
     TranscriptLine: "transcript",
@@ -158,6 +170,27 @@ def redact_start(message: dict[str, Any]) -> str | None:
 # ------------------------------------------------------------- session config
 
 
+def _audio_to_json(audio: bytes) -> str:
+    """A prompt clip in the header: the bundled clip's name, else the bytes (base64)."""
+    from bridge.audio.prompts import BUNDLED_PROMPTS, bundled_prompt
+
+    for name in BUNDLED_PROMPTS:
+        if audio == bundled_prompt(name):
+            return f"bundled:{name}"
+    return "b64:" + base64.b64encode(audio).decode("ascii")
+
+
+def _audio_from_json(value: Any) -> bytes:
+    text = str(value or "")
+    if text.startswith("bundled:"):
+        from bridge.audio.prompts import bundled_prompt
+
+        return bundled_prompt(text.removeprefix("bundled:"))
+    if text.startswith("b64:"):
+        return base64.b64decode(text.removeprefix("b64:"))
+    return b""
+
+
 def config_to_json(config: CallConfig, dialect: DialectSpec) -> dict[str, Any]:
     """The CallConfig as header fields (``agent`` and ``dialect`` flattened)."""
     session = {
@@ -165,6 +198,9 @@ def config_to_json(config: CallConfig, dialect: DialectSpec) -> dict[str, Any]:
         for f in dataclasses.fields(config)
         if f.name not in {"agent", "audio_mode", "model", "tools"}
     }
+    for name, value in session.items():
+        if isinstance(value, bytes):
+            session[name] = _audio_to_json(value) if value else ""
     return {
         "audio_mode": config.audio_mode,
         "dialect": dialect.name,
@@ -195,12 +231,16 @@ def config_from_json(data: dict[str, Any]) -> CallConfig:
     if "cascade" in agent_data:  # (key, value) pairs: JSON gives lists of lists
         agent_data["cascade"] = tuple(tuple(pair) for pair in agent_data["cascade"] or ())
     agent = AgentConfig(turn_detection=td, **_known(AgentConfig, agent_data))
+    session = _known(CallConfig, dict(data.get("session") or {}))
+    for name in ("filler_audio", "apology_audio"):
+        if name in session:
+            session[name] = _audio_from_json(session[name])
     return CallConfig(
         agent=agent,
         audio_mode=data.get("audio_mode", "passthrough"),
         model=str(data.get("model", "gpt-realtime")),
         tools=tuple(data.get("tools") or ()),
-        **_known(CallConfig, dict(data.get("session") or {})),
+        **session,
     )
 
 
@@ -284,6 +324,9 @@ def output_record(t: int, action: Action, wire: TapeWire) -> dict[str, Any] | No
         event = wire.model.client_event(action)  # type: ignore[arg-type]
         return {"t": t, "dir": "out", "peer": "model", "kind": str(event.get("type")), "msg": event}
     kind = ACTION_KINDS.get(kind_of, kind_of.__name__)
+    if isinstance(action, ToStandby):
+        events = [wire.model.client_event(a) for a in action.actions]
+        return {"t": t, "dir": "out", "peer": "bridge", "kind": kind, "data": {"events": events}}
     data = dataclasses.asdict(action) if dataclasses.is_dataclass(action) else {}
     if isinstance(action, AuthoriseStream):
         params = dict(action.info.custom_parameters)

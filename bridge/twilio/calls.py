@@ -8,7 +8,7 @@ HTTP stack.
 
 ``base_url`` redirects every request the client makes -- including paging URLs Twilio
 hands back -- to another origin, e.g. ``http://127.0.0.1:PORT`` of
-:class:`bridge.sim.twilio_rest.TwilioRestSimulator`.  It is done in the client's HTTP
+:class:`bridge.devtools.sim.twilio_rest.TwilioRestSimulator`.  It is done in the client's HTTP
 hook (a :class:`~twilio.http.http_client.TwilioHttpClient` subclass), not by mocking.
 
 Errors surface as :class:`CallControlError` with Twilio's HTTP status and error code and

@@ -1,6 +1,6 @@
 """``python -m bridge demo --backend cascade``: the demo call through the cascade.
 
-The same call as ``bridge.sim.demo`` (greeting, question, barge-in over the long
+The same call as ``bridge.devtools.sim.demo`` (greeting, question, barge-in over the long
 answer, thanks, goodbye and hang-up), but the bridge runs with
 ``BRIDGE_BACKEND=cascade``: caller audio goes to the transcription-session
 stand-in, the transcript to the chat-completions stand-in (through the real
@@ -19,11 +19,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bridge.sim.cascade_standins import CascadeStandIns
-from bridge.sim.clips import clip_text
-from bridge.sim.demo import CALL_LIMIT_MS, CALLER_SCRIPT, GREETING, Moment, _clip_ms, _short
-from bridge.sim.local_bridge import LocalBridge
-from bridge.sim.twilio_caller import CallResult
+from bridge.devtools.sim.cascade_standins import CascadeStandIns
+from bridge.devtools.sim.clips import clip_text
+from bridge.devtools.sim.demo import (
+    CALL_LIMIT_MS,
+    CALLER_SCRIPT,
+    GREETING,
+    Moment,
+    _clip_ms,
+    _short,
+)
+from bridge.devtools.sim.local_bridge import LocalBridge
+from bridge.devtools.sim.twilio_caller import CallResult
 from bridge.store.cli import format_cascade
 from bridge.store.records import CallRecord
 

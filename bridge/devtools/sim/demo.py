@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.sim.clips import clip_text, load_clip
-from bridge.sim.local_bridge import LocalBridge
-from bridge.sim.realtime_server import RealtimeSimulator
-from bridge.sim.twilio_caller import CallResult
+from bridge.devtools.sim.clips import clip_text, load_clip
+from bridge.devtools.sim.local_bridge import LocalBridge
+from bridge.devtools.sim.realtime_server import RealtimeSimulator
+from bridge.devtools.sim.twilio_caller import CallResult
 
 GREETING = "Hello, thanks for calling Acme. How can I help you today?"
 AGENT_SCRIPT: list[Any] = [
@@ -52,41 +52,51 @@ def build_timeline(
     """Merge what the caller and the model observed into one call-relative timeline."""
     assert result.t0 is not None
     t0 = result.t0
-    conn = sim.last_connection
     moments: list[Moment] = []
     facts: dict[str, Any] = {"barge_ins": []}
 
     def rel(t: float) -> float:
         return (t - t0) * 1000
 
+    for previous, conn in zip(sim.connections, sim.connections[1:], strict=False):
+        if previous.closed_by == "server" and previous.closed_at is not None:
+            moments.append(
+                Moment(
+                    rel(previous.closed_at),
+                    "model",
+                    f"server closes the session (code {previous.close_code}): the call goes on",
+                )
+            )
+            gap = (conn.opened_at - previous.closed_at) * 1000
+            moments.append(
+                Moment(
+                    rel(conn.opened_at),
+                    "bridge",
+                    f"new model session {gap:.0f} ms later, seeded with "
+                    f"{len(conn.items_created)} conversation items",
+                )
+            )
+            facts.setdefault("reconnect_gaps_ms", []).append(gap)
+    for conn in sim.connections:
+        _connection_moments(conn, rel, moments)
+    conn = sim.last_connection
+
     for at, clip in CALLER_SCRIPT:
         if result.frames_sent * 20 > at:
             moments.append(Moment(at, "caller", f'says "{clip_text(clip)}" ({_clip_ms(clip)} ms)'))
-    updates = [r.t for r in conn.received if r.event.get("type") == "session.update"]
-    if updates:
-        moments.append(Moment(rel(updates[0]), "model", "session configured (session.update)"))
-    for record in conn.sent:
-        kind = record.event["type"]
-        if kind == "input_audio_buffer.speech_started":
-            moments.append(Moment(rel(record.t), "model", "hears the caller start talking (VAD)"))
-        elif kind == "input_audio_buffer.speech_stopped":
-            moments.append(Moment(rel(record.t), "model", "caller stopped talking"))
-        elif kind == "response.function_call_arguments.done":
-            moments.append(
-                Moment(rel(record.t), "model", f"calls tool {record.event.get('name')}()")
-            )
     # When the caller first heard each agent item: its first mark's position, in play order.
     first_mark: dict[str, Any] = {}
     for mark in result.marks:
         item = mark.name.split(":")[1] if mark.name.count(":") >= 2 else mark.name
         first_mark.setdefault(item, mark)
     texts = {}
-    for record in conn.sent:
-        if record.event["type"] in (
-            "response.output_audio_transcript.done",
-            "response.audio_transcript.done",
-        ):
-            texts[record.event["item_id"]] = record.event.get("transcript", "")
+    for connection in sim.connections:
+        for record in connection.sent:
+            if record.event["type"] in (
+                "response.output_audio_transcript.done",
+                "response.audio_transcript.done",
+            ):
+                texts[record.event["item_id"]] = record.event.get("transcript", "")
     item_start: dict[str, int] = {}
     for item, mark in first_mark.items():
         media = next((m for m in result.media if m.position + m.size == mark.position), None)
@@ -127,7 +137,12 @@ def build_timeline(
         by = "the bridge (agent hung up)" if result.closed_by == "server" else result.closed_by
         moments.append(Moment(result.closed_ms, "call", f"ended by {by}"))
     # Turn latency: caller stops talking -> first agent audio reaches the caller.
-    stops = [rel(r.t) for r in conn.sent if r.event["type"] == "input_audio_buffer.speech_stopped"]
+    stops = [
+        rel(r.t)
+        for c in sim.connections
+        for r in c.sent
+        if r.event["type"] == "input_audio_buffer.speech_stopped"
+    ]
     starts = sorted(m.at_ms for m in moments if m.who == "agent")
     latencies = []
     for stop in stops:
@@ -139,6 +154,23 @@ def build_timeline(
     return moments, facts
 
 
+def _connection_moments(conn: Any, rel: Any, moments: list[Moment]) -> None:
+    """What one model session saw: its configuration, the caller's speech, tool calls."""
+    updates = [r.t for r in conn.received if r.event.get("type") == "session.update"]
+    if updates:
+        moments.append(Moment(rel(updates[0]), "model", "session configured (session.update)"))
+    for record in conn.sent:
+        kind = record.event["type"]
+        if kind == "input_audio_buffer.speech_started":
+            moments.append(Moment(rel(record.t), "model", "hears the caller start talking (VAD)"))
+        elif kind == "input_audio_buffer.speech_stopped":
+            moments.append(Moment(rel(record.t), "model", "caller stopped talking"))
+        elif kind == "response.function_call_arguments.done":
+            moments.append(
+                Moment(rel(record.t), "model", f"calls tool {record.event.get('name')}()")
+            )
+
+
 def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
@@ -148,6 +180,7 @@ async def run_demo(
     audio_mode: str = "passthrough",
     dialect: str = "ga",
     verbose: bool = False,
+    drop_model_at_s: float | None = None,
 ) -> int:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -157,10 +190,18 @@ async def run_demo(
         f"Demo call: Twilio caller simulator -> bridge -> Realtime simulator "
         f"({dialect.upper()} API, {audio_mode} audio). Takes about 25 s.\n"
     )
+    faults = None
+    if drop_model_at_s is not None:
+        from bridge.devtools.sim.realtime_faults import FaultPlan
+
+        faults = FaultPlan(close_after_ms=drop_model_at_s * 1000, connections={1})
+        print(f"The model server will drop the session at {drop_model_at_s:g} s (code 1011).\n")
     sim = RealtimeSimulator(
         script=AGENT_SCRIPT,
         api_key="sk-demo-local-only",
         caller_transcripts=[clip_text(c) for _, c in CALLER_SCRIPT],
+        faults=faults,
+        continue_script=True,
     )
     async with sim:
         env = {
@@ -204,9 +245,13 @@ async def run_demo(
             "Turn latency (caller stops talking -> agent audio arrives): "
             + ", ".join(f"{lat:.0f} ms" for lat in latencies)
         )
+    for gap in facts.get("reconnect_gaps_ms", []):
+        print(f"Model reconnect: a new session {gap:.0f} ms after the drop; the call went on.")
     problems = []
     if not result.clears or not sim.truncations:
         problems.append("no barge-in happened")
+    if drop_model_at_s is not None and not facts.get("reconnect_gaps_ms"):
+        problems.append("the model was not reconnected")
     if any(not t.ok for t in sim.truncations):
         problems.append("the model rejected a truncate")
     if result.violations:

@@ -51,9 +51,9 @@ from urllib.parse import urlencode
 
 from twilio.request_validator import RequestValidator
 
-from bridge.bench import procstat
-from bridge.sim.realtime_server import RealtimeSimulator
-from bridge.sim.twilio_caller import CallResult, Ticker, TwilioCaller
+from bridge.devtools.bench import procstat
+from bridge.devtools.sim.realtime_server import RealtimeSimulator
+from bridge.devtools.sim.twilio_caller import CallResult, Ticker, TwilioCaller
 
 API_KEY = "sk-bench-local-simulator"
 FRAME = 160
@@ -78,7 +78,7 @@ class BenchOptions:
     loop: str | None = None
     http: str | None = None
     json_lib: str | None = None
-    """Any of ws/loop/http/json set: start the bridge via ``bridge.bench.server``."""
+    """Any of ws/loop/http/json set: start the bridge via ``bridge.devtools.bench.server``."""
     barge_every: int = 5
     """Every n-th call barges in once (0: never)."""
     log_level: str = "INFO"
@@ -238,7 +238,7 @@ class LoadBench:
     def _bridge_cmd(self) -> list[str]:
         o = self.o
         if any(v is not None for v in (o.ws, o.loop, o.http, o.json_lib)):
-            cmd = [sys.executable, "-m", "bridge.bench.server", "--port", str(self.port),
+            cmd = [sys.executable, "-m", "bridge.devtools.bench.server", "--port", str(self.port),
                    "--ws", o.ws or "auto", "--loop", o.loop or "auto",
                    "--http", o.http or "auto", "--json", o.json_lib or "stdlib"]
         else:

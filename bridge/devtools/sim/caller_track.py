@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from bridge.sim.clips import ULAW_BYTES_PER_MS, load_clip
-from bridge.sim.wav import write_wav
+from bridge.devtools.sim.clips import ULAW_BYTES_PER_MS, load_clip
+from bridge.devtools.sim.wav import write_wav
 
 __all__ = ["caller_track", "write_caller_wav"]
 

@@ -12,7 +12,7 @@ accepted too.
 
 Kept apart from ``realtime_server`` on purpose: a transcription session has no
 responses, no conversation and no output audio, so it shares only the VAD
-(``bridge.sim.vad``) and the clip recogniser (the transcript is what the audio *is*,
+(``bridge.devtools.sim.vad``) and the clip recogniser (the transcript is what the audio *is*,
 see ``clip_recognition``), and changes to the conversation simulator cannot
 break it.
 """
@@ -37,8 +37,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from bridge.config import Secret
-from bridge.sim.clip_recognition import recognise, warm_up
-from bridge.sim.vad import EnergyVad
+from bridge.devtools.sim.clip_recognition import recognise, warm_up
+from bridge.devtools.sim.vad import EnergyVad
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

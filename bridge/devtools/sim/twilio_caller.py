@@ -13,7 +13,7 @@ Cheapness matters because the benchmark runs hundreds of calls on one core:
 - outgoing frames are pre-encoded (base64 per frame, cached per script) and the JSON is built
   by string formatting with the SIDs escaped once;
 - messages are written through websockets' sans-I/O layer without an await each
-  (`bridge.sim.ws_fast`), and a send never blocks the shared clock: when a connection's
+  (`bridge.devtools.sim.ws_fast`), and a send never blocks the shared clock: when a connection's
   write buffer backs up, that call's messages move to its own flush task;
 - nothing is logged per frame; recordings can be switched off (`record_audio`,
   `record_timing`).
@@ -50,8 +50,8 @@ from websockets.frames import Frame
 from websockets.protocol import Event, State
 
 from bridge.config import Secret
-from bridge.sim.clips import load_clip
-from bridge.sim.playback import (
+from bridge.devtools.sim.clips import load_clip
+from bridge.devtools.sim.playback import (
     BYTES_PER_MS,
     FRAME_BYTES,
     FRAME_MS,
@@ -61,8 +61,8 @@ from bridge.sim.playback import (
     MediaRecord,
     Playback,
 )
-from bridge.sim.wav import write_wav
-from bridge.sim.ws_fast import Arrivals, message_of, send_now
+from bridge.devtools.sim.wav import write_wav
+from bridge.devtools.sim.ws_fast import Arrivals, message_of, send_now
 
 __all__ = [
     "CallResult",
@@ -245,7 +245,8 @@ class CallResult:
     """Everything the simulated caller observed, live while the call runs.
 
     Byte positions are offsets in the outbound stream (all accepted media payloads
-    concatenated, see `bridge.sim.playback`); times are call-relative ms (0 = stream start).
+    concatenated, see `bridge.devtools.sim.playback`); times are call-relative ms
+    (0 = stream start).
     """
 
     call_sid: str
@@ -386,7 +387,7 @@ class _CallerConnection(ClientConnection):
     """A client connection that hands each message to `on_message` as it is parsed.
 
     Handling a media message costs less than the library's queue-and-wake on the way to
-    `recv()`; see `bridge.sim.ws_fast` for when a message may skip it without overtaking
+    `recv()`; see `bridge.devtools.sim.ws_fast` for when a message may skip it without overtaking
     earlier ones (and what still goes through `recv()`).
     """
 

@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import cache
 
-from bridge.sim.clips import clip_names, clip_text, load_clip
+from bridge.devtools.sim.clips import clip_names, clip_text, load_clip
 
 __all__ = ["Recognition", "recognise", "warm_up"]
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from bridge.sim.openai_rest import ChatRule, OpenAIRestSimulator
-from bridge.sim.realtime_transcription import TranscriptionSimulator
+from bridge.devtools.sim.openai_rest import ChatRule, OpenAIRestSimulator
+from bridge.devtools.sim.realtime_transcription import TranscriptionSimulator
 
 __all__ = ["CascadeStandIns"]
 

@@ -1,6 +1,6 @@
 """Phone a running bridge (or a fleet behind a balancer) the way Twilio does.
 
-    python -m bridge.sim.phone --calls 4 [--public-url URL] [--via URL]
+    python -m bridge.devtools.sim.phone --calls 4 [--public-url URL] [--via URL]
 
 For each call: POST the signed ``/twiml`` webhook (signature over ``PUBLIC_URL/twiml``
 with ``TWILIO_AUTH_TOKEN``, as Twilio computes it), read the ``<Connect><Stream>`` it
@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 
 from twilio.request_validator import RequestValidator
 
-from bridge.sim.twilio_caller import CallResult, TwilioCaller
+from bridge.devtools.sim.twilio_caller import CallResult, TwilioCaller
 
 
 def incoming_call(
@@ -94,7 +94,7 @@ async def _main(args: argparse.Namespace, auth_token: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bridge.sim.phone",
+        prog="python -m bridge.devtools.sim.phone",
         description="Place simulated Twilio calls against a running bridge or fleet.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

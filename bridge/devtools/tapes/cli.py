@@ -19,7 +19,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     tools = [t.strip() for t in (args.tools or "").split(",") if t.strip()] or None
     if args.live:
         return _live(args)
-    from bridge.tapes.replay import replay, update_tape
+    from bridge.devtools.tapes.replay import replay, update_tape
 
     worst = 0
     for path in args.tapes:
@@ -43,7 +43,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _live(args: argparse.Namespace) -> int:
-    from bridge.tapes.live import LiveOptions, replay_live
+    from bridge.devtools.tapes.live import LiveOptions, replay_live
 
     if len(args.tapes) != 1:
         print("--live plays one tape at a time", file=sys.stderr)
@@ -67,7 +67,7 @@ def _live(args: argparse.Namespace) -> int:
 
 def cmd_author(args: argparse.Namespace) -> int:
     """Record a scenario through the real bridge and simulators into a tape."""
-    from bridge.tapes.author import ScenarioError, author
+    from bridge.devtools.tapes.author import ScenarioError, author
 
     output = args.output or f"{args.name}.jsonl.gz"
     try:

@@ -60,10 +60,15 @@ from websockets.http11 import Request, Response
 from websockets.protocol import Event
 
 from bridge.config import Secret
-from bridge.sim.clips import clip_duration_ms, clip_text, load_clip
-from bridge.sim.realtime_audio import decode_input, encode_clip
-from bridge.sim.realtime_faults import ErrorFault, FaultPlan, parse_fault_args, refusal_response
-from bridge.sim.realtime_session import (
+from bridge.devtools.sim.clips import clip_duration_ms, clip_text, load_clip
+from bridge.devtools.sim.realtime_audio import decode_input, encode_clip
+from bridge.devtools.sim.realtime_faults import (
+    ErrorFault,
+    FaultPlan,
+    parse_fault_args,
+    refusal_response,
+)
+from bridge.devtools.sim.realtime_session import (
     Dialect,
     SessionConfig,
     SessionUpdateError,
@@ -71,8 +76,8 @@ from bridge.sim.realtime_session import (
     bytes_per_ms,
     render_session,
 )
-from bridge.sim.vad import EnergyVad, VadEvent
-from bridge.sim.ws_fast import Arrivals, message_of, send_now
+from bridge.devtools.sim.vad import EnergyVad, VadEvent
+from bridge.devtools.sim.ws_fast import Arrivals, message_of, send_now
 
 __all__ = [
     "AudioDeltaRecord",
@@ -408,7 +413,7 @@ class RealtimeSimulator:
             defaults stream 4x faster than real time). first_delta_latency_ms: "think
             time" between ``response.created`` and the first output item.
         vad_min_speech_ms: loud audio needed before ``speech_started`` fires.
-        faults: a :class:`~bridge.sim.realtime_faults.FaultPlan` (closes, session cap,
+        faults: a :class:`~bridge.devtools.sim.realtime_faults.FaultPlan` (closes, session cap,
             refused handshakes, ``error`` events, per connection); :attr:`faults` stays
             mutable, so a test can arm a refusal between two connects.
         close_after_ms / close_after_responses / close_code / close_reason /
@@ -439,12 +444,18 @@ class RealtimeSimulator:
         close_reason: str = "simulated failure",
         expire_after_ms: float | None = None,
         faults: FaultPlan | None = None,
+        continue_script: bool = False,
         record_events: bool = True,
         record_audio: bool = True,
         on_audio_appended: Callable[[int, int, int, float], None] | None = None,
         on_audio_delta: Callable[[int, str, str, int, int, float], None] | None = None,
     ) -> None:
         self.script: list[ReplySpec] = list(script or [])
+        #: One conversation across sessions: a new connection (a reconnecting client)
+        #: takes up the script where the previous one left it, instead of from the top.
+        self.continue_script = continue_script
+        self.script_position = 0
+        self.transcript_position = 0
         for spec in self.script:
             _normalise_spec(spec)  # fail fast on typos in clip names
         if isinstance(api_key, str):
@@ -1134,8 +1145,11 @@ class _Session:
         item = _Item(id=item_id, type="message", role="user",
                      content=[{"type": "input_audio", "transcript": None}])
         await self._add_item(item, previous)
-        transcript = self.sim._next_transcript(self.user_turns)
+        sim = self.sim
+        turn = sim.transcript_position if sim.continue_script else self.user_turns
+        transcript = sim._next_transcript(turn)
         self.user_turns += 1
+        sim.transcript_position = turn + 1
         if transcript is None:
             transcript = f"(caller spoke {spoken_ms / 1000:.1f} s)"
         item.content[0]["transcript"] = transcript
@@ -1304,8 +1318,11 @@ class _Session:
             resp.pause.set_result(None)
 
     def _start_response(self, trigger: Literal["vad", "client"], params: dict[str, Any]) -> None:
-        spec = self.sim._spec_at(self.responses_started)
+        sim = self.sim
+        index = sim.script_position if sim.continue_script else self.responses_started
+        spec = sim._spec_at(index)
         self.responses_started += 1
+        sim.script_position = index + 1
         outputs, special, latency = _normalise_spec(spec)
         modalities = params.get("output_modalities") or params.get("modalities")
         text_only = (modalities is not None and "audio" not in modalities) or (
@@ -1586,7 +1603,7 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m bridge.sim.realtime_server --port 8765`` for manual poking."""
+    """``python -m bridge.devtools.sim.realtime_server --port 8765`` for manual poking."""
     parser = argparse.ArgumentParser(description="OpenAI Realtime API simulator (127.0.0.1)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
@@ -1596,7 +1613,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="name of an environment variable holding the key to require")
     parser.add_argument("--reject-beta", action="store_true")
     parser.add_argument("--latency-ms", type=float, default=200.0)
-    faults = parser.add_argument_group("faults (see bridge.sim.realtime_faults)")
+    faults = parser.add_argument_group("faults (see bridge.devtools.sim.realtime_faults)")
     faults.add_argument("--close-after-ms", type=float, default=None)
     faults.add_argument("--close-after-responses", type=int, default=None)
     faults.add_argument("--close-code", type=int, default=1011)

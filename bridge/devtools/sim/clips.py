@@ -24,7 +24,7 @@ ULAW_BYTES_PER_MS = 8
 
 
 def _clips_dir() -> Traversable:
-    return resources.files("bridge.sim").joinpath("clips")
+    return resources.files("bridge.devtools.sim").joinpath("clips")
 
 
 @cache

@@ -16,8 +16,8 @@ from functools import cache
 
 import numpy as np
 
-from bridge.sim.clips import load_clip
-from bridge.sim.realtime_session import AudioFormat
+from bridge.devtools.sim.clips import load_clip
+from bridge.devtools.sim.realtime_session import AudioFormat
 
 with warnings.catch_warnings():
     # audioop is deprecated on 3.11/3.12 but is the project's chosen G.711 codec.

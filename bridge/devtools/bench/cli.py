@@ -40,13 +40,14 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                        help="20 ms caller clocks with random phases (1 = all frames in the "
                        "same instant, the worst case; default 20)")
     bench.add_argument("--ws", choices=("auto", "websockets", "websockets-sansio", "wsproto"),
-                       default=None, help="serve via bridge.bench.server with this ws impl")
+                       default=None,
+                       help="serve via bridge.devtools.bench.server with this ws impl")
     bench.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default=None,
-                       help="serve via bridge.bench.server with this event loop")
+                       help="serve via bridge.devtools.bench.server with this event loop")
     bench.add_argument("--http", choices=("auto", "h11", "httptools"), default=None,
-                       help="serve via bridge.bench.server with this HTTP parser")
+                       help="serve via bridge.devtools.bench.server with this HTTP parser")
     bench.add_argument("--json-lib", choices=("stdlib", "orjson"), default=None,
-                       help="serve via bridge.bench.server with this JSON library (experiment)")
+                       help="serve via bridge.devtools.bench.server with this JSON codec")
     bench.add_argument("--log-level", default="INFO", help="the bridge's LOG_LEVEL (INFO)")
     bench.add_argument("--profile", default=None, metavar="FILE",
                        help="record the steady-state window with py-spy into FILE")
@@ -59,10 +60,10 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.resampler:
-        from bridge.bench.resampler import run
+        from bridge.devtools.bench.resampler import run
 
         return run(args)
-    from bridge.bench.load import BenchOptions, run_bench, summary_line, to_json
+    from bridge.devtools.bench.load import BenchOptions, run_bench, summary_line, to_json
 
     if args.calls < 1 or args.duration <= 0:
         print("bench: --calls must be >= 1 and --duration > 0", file=sys.stderr)

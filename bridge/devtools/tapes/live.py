@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from bridge.config import Secret
+from bridge.devtools.tapes.replay import Difference, compare
 from bridge.tapes.format import REDACTED, Tape, load_tape
-from bridge.tapes.replay import Difference, compare
 from bridge.twilio.twiml import PARAM_TOKEN
 
 
@@ -161,7 +161,7 @@ async def replay_live(path: str | Path | Tape, options: LiveOptions) -> LiveResu
     async with serve(model_handler, options.model_host, options.model_port):
         headers = {}
         if options.auth_token:
-            from bridge.sim.twilio_caller import twilio_signature
+            from bridge.devtools.sim.twilio_caller import twilio_signature
 
             headers["x-twilio-signature"] = twilio_signature(options.auth_token, options.url)
         async with connect(options.url, additional_headers=headers, compression=None,

@@ -17,8 +17,8 @@ import secrets
 import tempfile
 from pathlib import Path
 
-from bridge.sim.local_bridge import LocalBridge
-from bridge.sim.realtime_server import RealtimeSimulator
+from bridge.devtools.sim.local_bridge import LocalBridge
+from bridge.devtools.sim.realtime_server import RealtimeSimulator
 
 GREETING = "Hello, thanks for calling Acme. How can I help you today?"
 SCRIPT = ["agent_greeting", "agent_reply", "agent_short"]

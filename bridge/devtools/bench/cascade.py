@@ -1,6 +1,6 @@
 """Cascade pipelining: end of caller speech -> first agent audio, against the stand-ins.
 
-``python -m bridge.bench.cascade`` runs a few turns through a real cascade
+``python -m bridge.devtools.bench.cascade`` runs a few turns through a real cascade
 connection (transcription session, chat completions and speech stand-ins over
 127.0.0.1) with the stand-ins' latencies set to STT 150 ms, LLM first token 300 ms
 and TTS first audio 150 ms, and prints the measured turn latency next to their
@@ -29,9 +29,9 @@ from bridge.config import AgentConfig
 from bridge.core.actions import AppendAudio, ConfigureSession
 from bridge.core.events import AgentAudio, ResponseFinished, SpeechStopped
 from bridge.core.stream import StreamInfo
-from bridge.sim.clips import load_clip
-from bridge.sim.openai_rest import OpenAIRestSimulator
-from bridge.sim.realtime_transcription import TranscriptionSimulator
+from bridge.devtools.sim.clips import load_clip
+from bridge.devtools.sim.openai_rest import OpenAIRestSimulator
+from bridge.devtools.sim.realtime_transcription import TranscriptionSimulator
 
 __all__ = ["PipelineResult", "measure_pipeline"]
 

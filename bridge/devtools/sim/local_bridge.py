@@ -25,8 +25,8 @@ import uvicorn
 from twilio.request_validator import RequestValidator
 
 from bridge.config import Settings, load_settings
+from bridge.devtools.sim.twilio_caller import TwilioCaller
 from bridge.services import BridgeServices
-from bridge.sim.twilio_caller import TwilioCaller
 
 
 def free_socket() -> socket.socket:

@@ -6,7 +6,7 @@ legacy ``websockets`` protocol).  To compare those choices on equal terms the
 benchmark starts the same app through this launcher with every choice spelled
 out::
 
-    python -m bridge.bench.server --port 8080 --ws websockets-sansio --loop uvloop
+    python -m bridge.devtools.bench.server --port 8080 --ws websockets-sansio --loop uvloop
 
 ``--json orjson`` sets ``BRIDGE_JSON_CODEC=orjson`` for this run: the wire
 protocols then decode frames with orjson (``bridge.jsoncodec``).  Configuration
@@ -27,7 +27,7 @@ JSON_CHOICES = ("stdlib", "orjson")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bridge.bench.server", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m bridge.devtools.bench.server", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--ws", choices=WS_CHOICES, default="auto")

@@ -20,6 +20,7 @@ Scenario file (TOML), one table per tape::
     abrupt_hangup = false                         # optional
     env = {AGENT_GREETING = "Hi"}                 # optional bridge settings
     simulator = {chunk_interval_ms = 50}          # optional RealtimeSimulator options
+    faults = {close_after_ms = 4200, connections = [1]}  # optional FaultPlan fields
     rest = true                                   # optional: hang-up/transfer through the
                                                   # Twilio REST stand-in, which then ends
                                                   # the stream as Twilio does
@@ -44,7 +45,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from bridge.sim.clips import load_clip
+from bridge.devtools.sim.clips import load_clip
 
 #: Distinctive fake secrets used while authoring, so tests can prove none leak into tapes.
 FAKE_OPENAI_KEY = "sk-tapeauthor-FAKE-openai-key-7f3a9c"
@@ -92,8 +93,8 @@ def _caller_script(entries: list[Any]) -> list[tuple[float, bytes]]:
 
 async def record_scenario(scenario: dict[str, Any], out_dir: Path) -> Path:
     """Run ``scenario`` through LocalBridge + simulators; return the recorded tape's path."""
-    from bridge.sim.local_bridge import LocalBridge
-    from bridge.sim.realtime_server import RealtimeSimulator
+    from bridge.devtools.sim.local_bridge import LocalBridge
+    from bridge.devtools.sim.realtime_server import RealtimeSimulator
 
     env = {
         "BRIDGE_TAPES_DIR": str(out_dir),
@@ -103,12 +104,19 @@ async def record_scenario(scenario: dict[str, Any], out_dir: Path) -> Path:
     }
     env.update({str(k): str(v) for k, v in (scenario.get("env") or {}).items()})
     simulator = dict(scenario.get("simulator") or {})
+    if scenario.get("faults"):
+        from bridge.devtools.sim.realtime_faults import FaultPlan
+
+        faults = dict(scenario["faults"])
+        if "connections" in faults:
+            faults["connections"] = set(faults["connections"])
+        simulator["faults"] = FaultPlan(**faults)
     backend = str(scenario.get("backend") or "realtime")
     if backend not in ("realtime", "cascade"):
         raise ScenarioError(f"backend = {backend!r}: expected realtime or cascade")
     async with contextlib.AsyncExitStack() as stack:
         if backend == "cascade":
-            from bridge.sim.cascade_standins import CascadeStandIns
+            from bridge.devtools.sim.cascade_standins import CascadeStandIns
 
             options = dict(scenario.get("stand_ins") or {})
             standins = await stack.enter_async_context(
@@ -127,7 +135,7 @@ async def record_scenario(scenario: dict[str, Any], out_dir: Path) -> Path:
             realtime_url = sim.url
         rest = None
         if scenario.get("rest"):
-            from bridge.sim.twilio_rest import TwilioRestSimulator
+            from bridge.devtools.sim.twilio_rest import TwilioRestSimulator
 
             rest = await stack.enter_async_context(
                 TwilioRestSimulator(auth_token=FAKE_AUTH_TOKEN)
@@ -175,7 +183,7 @@ async def author(scenario_file: str | Path, name: str, output: str | Path) -> Pa
 
     The tape is replayed before it is kept: a recording that does not replay
     identically would be a useless regression test (and points at a core bug)."""
-    from bridge.tapes.replay import replay
+    from bridge.devtools.tapes.replay import replay
 
     scenarios = load_scenarios(scenario_file)
     if name not in scenarios:

@@ -49,9 +49,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from bridge.config import Secret
-from bridge.sim.clip_recognition import recognise, warm_up
-from bridge.sim.clips import clip_names, clip_text, load_clip
-from bridge.sim.realtime_audio import upsample_8k_to_24k
+from bridge.devtools.sim.clip_recognition import recognise, warm_up
+from bridge.devtools.sim.clips import clip_names, clip_text, load_clip
+from bridge.devtools.sim.realtime_audio import upsample_8k_to_24k
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -1,6 +1,6 @@
 """Cascade latency per stage, measured on whole calls through the real bridge.
 
-``python -m bridge.bench.cascade_call`` places calls through ``LocalBridge``
+``python -m bridge.devtools.bench.cascade_call`` places calls through ``LocalBridge``
 (webhook, stream token, relay, core, store) with ``BRIDGE_BACKEND=cascade``
 against the stand-ins (STT 150 ms, LLM first token 300 ms, TTS first audio
 150 ms by default).  The Twilio caller simulator asks a question every few
@@ -9,7 +9,7 @@ call record, plus the caller-side figure: end of the caller's audio → first ag
 media frame received by the caller (what a person would measure on the phone,
 VAD silence included).
 
-Where ``bridge.bench.cascade`` measures one cascade connection on its own, this
+Where ``bridge.devtools.bench.cascade`` measures one cascade connection on its own, this
 includes the whole bridge: the relay, the core's ledger and marks, and the Twilio
 socket.
 """
@@ -21,10 +21,10 @@ import asyncio
 import statistics
 from typing import Any
 
-from bridge.sim.cascade_standins import CascadeStandIns
-from bridge.sim.clips import clip_text, load_clip
-from bridge.sim.local_bridge import LocalBridge
-from bridge.sim.openai_rest import ChatRule
+from bridge.devtools.sim.cascade_standins import CascadeStandIns
+from bridge.devtools.sim.clips import clip_text, load_clip
+from bridge.devtools.sim.local_bridge import LocalBridge
+from bridge.devtools.sim.openai_rest import ChatRule
 from bridge.store.records import LATENCY_SPANS
 
 __all__ = ["measure_calls"]
