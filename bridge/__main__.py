@@ -80,6 +80,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print("\nstopped")
             return 0
+    if args.backend == "cascade":
+        from bridge.devtools.sim.cascade_demo import run_cascade_demo
+
+        return asyncio.run(run_cascade_demo(wav_path=args.wav, verbose=args.verbose))
     from bridge.devtools.sim.demo import run_demo
 
     return asyncio.run(
@@ -196,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--wav", default="demo-call.wav", help="where to write the caller's audio")
     demo.add_argument("--audio", choices=("passthrough", "pcm16"), default="passthrough")
     demo.add_argument("--dialect", choices=("ga", "beta"), default="ga")
+    demo.add_argument(
+        "--backend",
+        choices=("realtime", "cascade"),
+        default="realtime",
+        help="the model backend: the Realtime simulator, or the STT -> LLM -> TTS stand-ins",
+    )
     demo.add_argument("-v", "--verbose", action="store_true")
     demo.add_argument(
         "--drop-model-at",

@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bridge.config import VOICES, AgentConfig, TurnDetection
+from bridge.cascade.settings import PROFILE_KEYS as _CASCADE_KEYS
+from bridge.config import BACKENDS, VOICES, AgentConfig, TurnDetection
 from bridge.tools.builtins import check_tool_entries
 
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
@@ -35,6 +36,8 @@ _AGENT_KEYS = (
     "on_model_failure",
     "fallback_number",
     "model_retry_s",
+    "backend",
+    "cascade",
 )
 _TURN_KEYS = (
     "type",
@@ -330,6 +333,16 @@ class _Loader:
             turn = self.turn_detection(f"{prefix}.turn_detection", table["turn_detection"])
             if turn is not None:
                 changes["turn_detection"] = turn
+        if "backend" in table:
+            value = self.string(f"{prefix}.backend", table["backend"])
+            if value is not None and value not in BACKENDS:
+                self.problem(f"{prefix}.backend", f"{value!r} is not one of: {', '.join(BACKENDS)}")
+            elif value is not None:
+                changes["backend"] = value
+        if "cascade" in table:
+            overrides = self.cascade(f"{prefix}.cascade", table["cascade"])
+            if overrides is not None:
+                changes["cascade"] = overrides
         if len(self.problems) > before:
             return None
         return replace(self.base, **changes)
@@ -347,6 +360,35 @@ class _Loader:
         for reason in check_tool_entries(value):
             self.problem(key, reason)
         return tuple(v.strip() for v in value)
+
+    def cascade(self, key: str, value: Any) -> tuple[tuple[str, str], ...] | None:
+        """``[agents.<name>.cascade]``: string overrides of the CASCADE_* stage settings."""
+        if not isinstance(value, dict):
+            example = '{ llm_model = "gpt-4o-mini" }'
+            self.problem(key, f"must be a table like {example}, got {_kind(value)}")
+            return None
+        before = len(self.problems)
+        pairs: list[tuple[str, str]] = []
+        for name, item in value.items():
+            sub = f"{key}.{_key(name)}"
+            if name not in _CASCADE_KEYS:
+                self.problem(sub, f"unknown key (expected one of: {', '.join(_CASCADE_KEYS)})")
+                continue
+            text = self.string(sub, item)
+            if text is None:
+                continue
+            text = text.strip()
+            if not text:
+                self.problem(sub, "must not be empty")
+            elif name == "stt_mode" and text not in ("realtime", "rest"):
+                self.problem(sub, f"{text!r} is not one of: realtime, rest")
+            elif name.endswith("_url") and not re.match(r"^(https?|wss?)://[^\s/]+", text):
+                self.problem(sub, f"{text!r} is not an http(s):// or ws(s):// URL")
+            else:
+                pairs.append((name, text))
+        if len(self.problems) > before:
+            return None
+        return tuple(pairs)
 
     def turn_detection(self, key: str, value: Any) -> TurnDetection | None:
         if not isinstance(value, dict):

@@ -91,7 +91,7 @@ async def twiml(request: Request) -> Response:
     if call_sid:
         services.admit(call_sid)
         parameters[PARAM_TOKEN] = services.mint_stream_token(call_sid)
-        if settings.preconnect:
+        if services.wants_preconnect(form.get("To")):
             services.connector.preconnect(call_sid)
     assert settings.stream_url is not None and settings.public_url is not None
     body = connect_stream_twiml(

@@ -11,12 +11,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from bridge.cascade.settings import CascadeSettings
 
 Dialect = Literal["ga", "beta", "azure"]
 AudioMode = Literal["passthrough", "pcm16"]
 VadType = Literal["server_vad", "semantic_vad", "none"]
+BackendName = Literal["realtime", "cascade"]
+BACKENDS = ("realtime", "cascade")
 
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 DEFAULT_INSTRUCTIONS = (
@@ -96,6 +101,13 @@ class AgentConfig:
     ``fallback_number``, or keep retrying for ``model_retry_s`` (then hang up)."""
     fallback_number: str | None = None
     model_retry_s: int = 60
+    backend: BackendName = "realtime"
+    """Which model backend serves this agent's calls: one speech-to-speech Realtime
+    session, or the STT -> chat LLM -> TTS cascade (``docs/cascade.md``)."""
+    cascade: tuple[tuple[str, str], ...] = ()
+    """Per-agent overrides of the process's ``CASCADE_*`` stage settings, as
+    ``(key, value)`` pairs (``llm_model``, ``tts_voice``...); a tuple so profiles stay
+    hashable and comparable."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +159,9 @@ class Settings:
     filler_after_ms: int = 1200
     rollover_after_s: float = 3300.0
     filler_audio: str | None = None
+    #: The cascade's stage settings from ``CASCADE_*`` (None: the defaults), read here so
+    #: the bridge's environment is read in one place and its problems reported together.
+    cascade: CascadeSettings | None = None
     apology_audio: str | None = None
     operator_token: Secret | None = None
     recordings_dir: str | None = None
@@ -288,6 +303,18 @@ def _prompt_file(read: _Reader, name: str) -> str | None:
     return path
 
 
+def _cascade_settings(read: _Reader) -> CascadeSettings | None:
+    """``CASCADE_*`` parsed and checked now, whichever agent uses them: a typo in a
+    stage setting should stop start-up, not the first cascade call."""
+    from bridge.cascade.settings import CascadeSettings  # imports only this module
+
+    try:
+        return CascadeSettings.from_env(read.env)
+    except ConfigError as exc:
+        read.problems.extend(exc.problems)
+        return None
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise :class:`ConfigError` listing all problems."""
     read = _Reader(os.environ if env is None else env)
@@ -305,6 +332,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         fallback_number=read.text("AGENT_FALLBACK_NUMBER"),
         model_retry_s=read.integer("AGENT_MODEL_RETRY_S", 60, 1, 3600),
+        backend=read.choice("BRIDGE_BACKEND", BACKENDS, "realtime"),  # type: ignore[arg-type]
     )
     if agent.on_model_failure == "transfer" and not agent.fallback_number:
         read.problems.append(
@@ -371,7 +399,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_format=read.choice("LOG_FORMAT", ("text", "json"), "text"),  # type: ignore[arg-type]
         allow_http=read.boolean("BRIDGE_ALLOW_HTTP", False),
         replay_outage=read.choice("BRIDGE_REPLAY_OUTAGE", ("refuse", "local"), "refuse"),  # type: ignore[arg-type]
+        cascade=_cascade_settings(read),
     )
+    if agent.backend == "cascade" and settings.audio_mode != "passthrough":
+        read.problems.append(
+            "BRIDGE_BACKEND=cascade needs BRIDGE_AUDIO=passthrough (the cascade sends the "
+            "caller's mu-law to the STT and resamples TTS to mu-law itself)"
+        )
     if read.problems:
         raise ConfigError(read.problems)
     return settings

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.admission import Admission
 from bridge.agents import AgentDirectory, load_agents
+from bridge.backend_router import BackendRouter
 from bridge.call.backend import ModelBackend, ModelConnection
 from bridge.config import AgentConfig, ConfigError, Settings
 from bridge.core.call import Call
@@ -143,7 +144,15 @@ class BridgeServices:
             self.connector,
             self.metrics,
         )
-        self.backend: ModelBackend = self.metered
+        self.router = BackendRouter(
+            self.metered,
+            lambda info: self.hooks.agent_for(info),
+            self.agents.agents.values(),
+            settings.cascade,
+            audio_mode=settings.audio_mode,
+            metrics=self.metrics,
+        )
+        self.backend: ModelBackend = self.router
         self.admission = Admission(settings.max_calls)
         self.hooks = ServiceHooks(
             settings,
@@ -250,6 +259,7 @@ class BridgeServices:
         """Drain, then release pre-opened connections, the store and the REST client."""
         await self.drain(grace_s)
         await self.connector.close()
+        await self.router.aclose()
         close_claims = getattr(self.claims, "close", None)
         if close_claims is not None:
             await close_claims()
@@ -266,6 +276,13 @@ class BridgeServices:
 
     def admit(self, call_sid: str) -> None:
         self.admission.admit(call_sid)
+
+    def wants_preconnect(self, to_number: str | None) -> bool:
+        """Whether the webhook should pre-open a Realtime socket for a call to this number:
+        not when its agent is served by the cascade (which opens its own STT stage)."""
+        return self.settings.preconnect and not self.router.is_cascade(
+            self.agents.for_number(to_number)
+        )
 
     def mint_stream_token(self, call_sid: str) -> str:
         return self.tokens.mint(call_sid, time.time())

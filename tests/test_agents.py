@@ -140,7 +140,7 @@ def test_typo_keys_are_errors_with_line_and_key_path(tmp_path: Path) -> None:
         ":6: agent: unknown key (expected one of: agents, routes, default, transfer)",
         ":3: agents.sales.greetng: unknown key (expected one of: instructions, voice, greeting, "
         "turn_detection, tools, transcription_model, dtmf_length, on_model_failure, "
-        "fallback_number, model_retry_s)",
+        "fallback_number, model_retry_s, backend, cascade)",
         ":4: agents.sales.turn_detection.treshold: unknown key (expected one of: type, "
         "threshold, silence_duration_ms, prefix_padding_ms, eagerness, create_response, "
         "interrupt_response)",

@@ -10,8 +10,10 @@ import warnings
 import numpy as np
 import pytest
 
+from bridge.audio.prompts import bundled_prompt
 from bridge.call.backend import BackendUnavailable
 from bridge.cascade.backend import CascadeBackend
+from bridge.cascade.connection import APOLOGY_TEXT
 from bridge.cascade.heard import SpokenPiece, heard_text
 from bridge.core.actions import AddToolOutput, CancelResponse, CreateResponse, TruncateItem
 from bridge.core.events import (
@@ -305,10 +307,15 @@ async def test_llm_failing_mid_stream_plays_what_was_written_then_fails_the_resp
             assert KEY not in err.message
             order = driver.kinds()
             assert order.index("ModelErrorReported") < order.index("ResponseFinished")
-            # the first clause was complete before the break: it was spoken, not dropped
+            # the first clause was complete before the break: it was spoken, not dropped;
+            # then the bridge's apology prompt, so the caller does not get silence
             spoken = driver.events(AgentTextDone)[0].text
-            assert spoken and REPLY.startswith(spoken)
-            assert driver.events(AgentAudio)
+            assert spoken.endswith(" " + APOLOGY_TEXT)
+            written = spoken[: -len(APOLOGY_TEXT) - 1]
+            assert written and REPLY.startswith(written)
+            apology = bundled_prompt("apology")
+            audio = b"".join(base64.b64decode(e.payload) for e in driver.events(AgentAudio))
+            assert len(audio) > len(apology) and audio.endswith(apology)
             assert rest.chat_requests and not rest.chat_requests[0].completed
         finally:
             await driver.close()
@@ -329,7 +336,7 @@ async def test_tts_failing_mid_stream_fails_the_response(stand_ins):
         await driver.close()
 
 
-async def test_tts_refusing_fails_the_response_without_audio(stand_ins):
+async def test_tts_refusing_fails_the_response_with_only_the_apology(stand_ins):
     rest, stt = stand_ins
     rest.fail_next_speech(status=500)
     driver = await open_driver(settings_for(rest, stt))
@@ -338,6 +345,10 @@ async def test_tts_refusing_fails_the_response_without_audio(stand_ins):
         done = await driver.wait_for(ResponseFinished)
         assert done.status == "failed"
         assert driver.events(ModelErrorReported)[0].code == "tts_failed"
+        # no TTS audio at all, so what the caller hears is the bridge's own apology
+        audio = b"".join(base64.b64decode(e.payload) for e in driver.events(AgentAudio))
+        assert audio == bundled_prompt("apology")
+        assert driver.events(AgentTextDone)[0].text == APOLOGY_TEXT
     finally:
         await driver.close()
 

@@ -17,8 +17,8 @@ the events a Realtime server would, in the order it would:
   finishes ``cancelled``; the core's ``TruncateItem`` then cuts the agent's turn in
   the history to what the caller heard (``heard``);
 * a stage failing mid-response ends the response ``failed`` with a
-  ``ModelErrorReported`` first, after the audio already synthesised has gone out,
-  so the core can take its apology path instead of leaving silence.
+  ``ModelErrorReported`` first, after the audio already synthesised has gone out
+  and then the bridge's bundled apology prompt, so the caller never gets silence.
 
 Everything runs on the event loop of the call; nothing blocks it (the resampler
 works on ~100 ms chunks in microseconds).
@@ -30,14 +30,17 @@ import asyncio
 import base64
 import contextlib
 import itertools
+import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from typing import Any
 
 from openai import AsyncOpenAI, omit
 
 from bridge.audio.mulaw import pcm16_to_ulaw
+from bridge.audio.prompts import bundled_prompt
 from bridge.audio.resampler import Downsampler
 from bridge.cascade.heard import SpokenPiece, heard_text
 from bridge.cascade.history import add_tool_output, chat_messages
@@ -86,6 +89,13 @@ log = logging.getLogger("bridge.cascade")
 _ids = itertools.count(1)
 _DEFAULT_MS_PER_CHAR = 60.0
 _PCMU = "audio/pcmu"
+
+
+#: What the bundled ``apology`` prompt says (its transcript ships beside it).
+APOLOGY_TEXT: str = json.loads(
+    resources.files("bridge.audio").joinpath("clips", "clips.json").read_text("utf-8")
+)["apology"]
+_APOLOGY_CHUNK = 800  # 100 ms of mu-law per AgentAudio, like a TTS chunk
 
 
 def _new_id(prefix: str) -> str:
@@ -345,11 +355,25 @@ class CascadeConnection:
             status = "cancelled"
         except _StageFailed as exc:
             status = "failed"
+            self._apologise(resp)
             self._emit(ModelErrorReported(exc.code, self._scrub(exc.message)))
         finally:
             for piece in resp.pieces:
                 await piece.cancel()
         self._settle(resp, status)
+
+    def _apologise(self, resp: _Response) -> None:
+        """A stage broke mid-response: after what was already said, the bridge's own
+        apology prompt (audio it owns, so no stage is needed to say it), so the caller
+        hears why the agent stopped instead of silence.  It joins the turn's spoken
+        pieces, so the history and the transcript say what the caller heard."""
+        audio = bundled_prompt("apology")
+        start = resp.samples_out
+        delta = APOLOGY_TEXT if not resp.spoken else " " + APOLOGY_TEXT
+        self._emit(AgentTextDelta(resp.item_id, delta))
+        for at in range(0, len(audio), _APOLOGY_CHUNK):
+            self._emit_audio(resp, audio[at:at + _APOLOGY_CHUNK])
+        resp.spoken.append(SpokenPiece(APOLOGY_TEXT, start / 8, (resp.samples_out - start) / 8))
 
     async def _generate(self, resp: _Response) -> None:
         queue: asyncio.Queue[SpeechPiece | None] = asyncio.Queue()
@@ -476,6 +500,9 @@ class CascadeConnection:
         if resp.current is not None:  # cut off mid-piece (cancelled)
             resp.spoken.append(self._partial_piece(resp, *resp.current))
         text = " ".join(p.text for p in resp.spoken)
+        # No longer the active response: a truncation held for it (it arrived while the
+        # response was being cancelled) must now cut the settled item, not wait again.
+        self._response = None
         if resp.samples_out:
             self._emit(AgentAudioDone(resp.item_id))
             self._emit(AgentTextDone(resp.item_id, text))
@@ -501,7 +528,6 @@ class CascadeConnection:
         usage = resp.usage.as_dict(resp.clock)
         if resp.cancel_reason is not None and status == "cancelled":
             usage["cancel_reason"] = resp.cancel_reason
-        self._response = None
         self._emit(ResponseFinished(resp.id, status, usage))
         if self._pending and not self._closed:
             self._start(self._pending.pop(0))

@@ -9,18 +9,34 @@ Keys stay wrapped in :class:`~bridge.config.Secret`.  ``from_env`` reads the
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from bridge.config import ConfigError, Secret
 
-__all__ = ["CascadeSettings", "LlmSettings", "SttSettings", "TtsSettings"]
+__all__ = ["PROFILE_KEYS", "CascadeSettings", "LlmSettings", "SttSettings", "TtsSettings"]
 
 SttMode = Literal["realtime", "rest"]
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 OPENAI_REALTIME_URL = "wss://api.openai.com/v1/realtime"
+
+#: The stage settings an agent profile may override (``[agents.<name>.cascade]``):
+#: profile key -> (stage, field).  Keys and timeouts stay process-wide (environment).
+PROFILE_KEYS: dict[str, tuple[str, str]] = {
+    "stt_mode": ("stt", "mode"),
+    "stt_model": ("stt", "model"),
+    "stt_language": ("stt", "language"),
+    "stt_base_url": ("stt", "base_url"),
+    "stt_realtime_url": ("stt", "realtime_url"),
+    "llm_model": ("llm", "model"),
+    "llm_base_url": ("llm", "base_url"),
+    "tts_model": ("tts", "model"),
+    "tts_voice": ("tts", "voice"),
+    "tts_instructions": ("tts", "instructions"),
+    "tts_base_url": ("tts", "base_url"),
+}
 
 
 @dataclass(frozen=True)
@@ -141,3 +157,25 @@ class CascadeSettings:
         if problems:
             raise ConfigError(problems)
         return cls(stt=stt, llm=llm, tts=tts)
+
+    def with_overrides(self, pairs: Iterable[tuple[str, str]]) -> CascadeSettings:
+        """These settings with an agent profile's ``PROFILE_KEYS`` overrides applied.
+
+        Switching ``stt_mode`` without naming a model picks that mode's default model
+        (``whisper-1`` for rest), as ``from_env`` does.  Unknown keys raise KeyError: the
+        profile loader has already rejected them with the file and line."""
+        stages: dict[str, dict[str, str]] = {"stt": {}, "llm": {}, "tts": {}}
+        for key, value in pairs:
+            stage, name = PROFILE_KEYS[key]
+            stages[stage][name] = value
+        stt_changes = stages["stt"]
+        mode = stt_changes.get("mode")
+        if mode is not None and "model" not in stt_changes and mode != self.stt.mode:
+            stt_changes["model"] = (
+                "whisper-1" if mode == "rest" else "gpt-4o-mini-transcribe"
+            )
+        return CascadeSettings(
+            stt=replace(self.stt, **stt_changes),  # type: ignore[arg-type]
+            llm=replace(self.llm, **stages["llm"]),  # type: ignore[arg-type]
+            tts=replace(self.tts, **stages["tts"]),  # type: ignore[arg-type]
+        )

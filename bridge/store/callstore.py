@@ -14,8 +14,9 @@ from typing import Any
 from bridge.store import sql
 from bridge.store.base import Backend, Statement
 from bridge.store.errors import SchemaTooNewError
-from bridge.store.pricing import Prices
+from bridge.store.pricing import Prices, cascade_cost, realtime_equivalent
 from bridge.store.records import (
+    LATENCY_SPANS,
     SPEAKERS,
     CallRecord,
     CallSummary,
@@ -189,12 +190,33 @@ class CallStore:
         audio_out_s: float = 0.0,
         status: str | None = None,
     ) -> None:
-        """Usage of one response: ``response.done``'s ``response.usage`` (dict) as is.
+        """Usage of one response: ``response.done``'s ``response.usage`` (dict) as is,
+        or a cascade response's stage units (``backend == "cascade"``).
 
-        The estimated cost is computed now, with the current price table, and stored.
-        """
-        tokens = usage if isinstance(usage, TokenUsage) else TokenUsage.from_event(usage)
-        cost = self.prices.cost(tokens)
+        The estimated cost is computed now, with the current price table, and stored;
+        for the cascade also per stage, with what the Realtime backend would have cost
+        and the turn's latency breakdown."""
+        cascade = isinstance(usage, Mapping) and usage.get("backend") == "cascade"
+        stage: tuple[Any, ...] = (None, None, None, None, None)
+        latency: tuple[int | None, ...] = tuple(None for _ in LATENCY_SPANS)
+        if cascade:
+            assert isinstance(usage, Mapping)
+            tokens = _cascade_tokens(usage)
+            costs = cascade_cost(usage)
+            cost = costs.total
+            stage = (
+                "cascade",
+                costs.stt,
+                costs.llm,
+                costs.tts,
+                realtime_equivalent(usage, self.prices),
+            )
+            spans = usage.get("cascade_latency_ms")
+            if isinstance(spans, Mapping):
+                latency = tuple(_ms(spans.get(span)) for span in LATENCY_SPANS)
+        else:
+            tokens = usage if isinstance(usage, TokenUsage) else TokenUsage.from_event(usage)
+            cost = self.prices.cost(tokens)
         self._writer.submit(
             Statement(
                 sql.USAGE,
@@ -214,6 +236,8 @@ class CallStore:
                     float(audio_out_s),
                     float(cost),
                     utc(None),
+                    *stage,
+                    *latency,
                 ),
                 f"usage {_short(call_sid)}/{response_id}",
             )
@@ -317,3 +341,29 @@ class CallStore:
             responses=tuple(responses),
             totals=UsageTotals.of(responses),
         )
+
+
+def _ms(value: Any) -> int | None:
+    """A latency span from the usage block (network-shaped data: junk becomes None)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return max(0, int(value))
+
+
+def _cascade_tokens(usage: Mapping[str, Any]) -> TokenUsage:
+    """The cascade LLM's tokens in the Realtime columns: all text, no audio tokens
+    (the audio is priced per second and per character, in the stage costs)."""
+
+    def count(key: str) -> int:
+        value = usage.get(key)
+        return 0 if isinstance(value, bool) or not isinstance(value, int) else max(0, value)
+
+    prompt, completion = count("llm_prompt_tokens"), count("llm_completion_tokens")
+    return TokenUsage(
+        total_tokens=prompt + completion,
+        input_tokens=prompt,
+        output_tokens=completion,
+        input_text_tokens=prompt,
+        input_cached_tokens=min(prompt, count("llm_cached_tokens")),
+        output_text_tokens=completion,
+    )

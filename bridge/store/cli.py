@@ -25,7 +25,7 @@ from bridge.store import open_backend
 from bridge.store.callstore import CallStore
 from bridge.store.errors import StoreError
 from bridge.store.pricing import Prices
-from bridge.store.records import CallRecord, CallSummary
+from bridge.store.records import LATENCY_SPANS, CallRecord, CallSummary
 from bridge.store.urls import backend_kind, redact_url, scrub, sqlite_target
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_DB = 0, 1, 2, 3
@@ -149,7 +149,46 @@ def format_call(call: CallRecord) -> str:
         f"  audio   {u.audio_in_s:.1f} s in, {u.audio_out_s:.1f} s out",
         f"  est. cost {_money(u.cost_usd)}  (estimate from the configured price table)",
     ]
+    if u.cascade_responses:
+        lines += ["", *format_cascade(call)]
     return "\n".join(lines)
+
+
+_SPAN_HEADERS = {
+    "speech_stopped_to_transcript": "transcript",
+    "transcript_to_first_token": "1st token",
+    "first_token_to_first_tts_audio": "1st TTS audio",
+    "first_tts_audio_to_first_audio_out": "1st audio out",
+    "speech_stopped_to_first_audio_out": "turn",
+    "response_started_to_first_audio_out": "from request",
+}
+
+
+def format_cascade(call: CallRecord) -> list[str]:
+    """The cascade's cost per stage next to the Realtime estimate, and latency per turn."""
+    u = call.totals
+    stages = u.stages
+    lines = [
+        f"Cascade backend ({u.cascade_responses} responses)",
+        f"  est. cost {_money(stages.stt_usd + stages.llm_usd + stages.tts_usd)}  "
+        f"(STT {_money(stages.stt_usd)}, LLM {_money(stages.llm_usd)}, "
+        f"TTS {_money(stages.tts_usd)})",
+        f"  on Realtime ≈ {_money(stages.realtime_equivalent_usd)}  (the same audio and "
+        "text at the Realtime price table: a lower bound)",
+        "",
+        "Latency per turn, ms (end of caller speech → transcript → first LLM token → "
+        "first TTS audio → first audio to Twilio)",
+    ]
+    headers = ["response", *(_SPAN_HEADERS[s] for s in LATENCY_SPANS)]
+    rows = [
+        [r.response_id, *("-" if r.latency_ms.get(s) is None else str(r.latency_ms[s])
+                          for s in LATENCY_SPANS)]
+        for r in call.responses
+        if r.backend == "cascade"
+    ]
+    table = _table(headers, rows, right=set(range(1, len(headers))))
+    lines += ["  " + line for line in table.splitlines()]
+    return lines
 
 
 def _jsonable(value: Any) -> Any:

@@ -89,9 +89,35 @@ class Turn:
     interrupted: bool = False
 
 
+#: The cascade's per-turn latency spans (``ResponseFinished.usage["cascade_latency_ms"]``),
+#: in pipeline order; each is a column ``<span>_ms`` of ``responses``.
+LATENCY_SPANS = (
+    "speech_stopped_to_transcript",
+    "transcript_to_first_token",
+    "first_token_to_first_tts_audio",
+    "first_tts_audio_to_first_audio_out",
+    "speech_stopped_to_first_audio_out",
+    "response_started_to_first_audio_out",
+)
+
+
+@dataclass(frozen=True)
+class StageCosts:
+    """A cascade response's estimated cost per stage and what Realtime would have cost."""
+
+    stt_usd: float = 0.0
+    llm_usd: float = 0.0
+    tts_usd: float = 0.0
+    realtime_equivalent_usd: float = 0.0
+
+
 @dataclass(frozen=True)
 class ResponseUsage:
-    """Usage and estimated cost of one model response (``response.done``)."""
+    """Usage and estimated cost of one model response (``response.done``).
+
+    ``backend`` is ``"cascade"`` for cascade responses, which also carry ``stages``
+    (cost per stage) and ``latency_ms`` (span -> ms, None where a step did not happen);
+    None for Realtime responses (and rows written before migration 4)."""
 
     response_id: str
     status: str | None
@@ -100,6 +126,9 @@ class ResponseUsage:
     audio_out_s: float
     cost_usd: float
     recorded_at: datetime | None = None
+    backend: str | None = None
+    stages: StageCosts | None = None
+    latency_ms: Mapping[str, int | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -118,10 +147,21 @@ class UsageTotals:
     audio_in_s: float = 0.0
     audio_out_s: float = 0.0
     cost_usd: float = 0.0
+    cascade_responses: int = 0
+    stages: StageCosts = field(default_factory=StageCosts)
+    """Sums over the cascade responses only."""
 
     @classmethod
     def of(cls, responses: list[ResponseUsage]) -> UsageTotals:
+        staged = [r.stages for r in responses if r.stages is not None]
         return cls(
+            cascade_responses=len(staged),
+            stages=StageCosts(
+                stt_usd=sum(s.stt_usd for s in staged),
+                llm_usd=sum(s.llm_usd for s in staged),
+                tts_usd=sum(s.tts_usd for s in staged),
+                realtime_equivalent_usd=sum(s.realtime_equivalent_usd for s in staged),
+            ),
             responses=len(responses),
             total_tokens=sum(r.tokens.total_tokens for r in responses),
             input_tokens=sum(r.tokens.input_tokens for r in responses),

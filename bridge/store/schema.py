@@ -136,6 +136,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE calls ADD COLUMN fallback TEXT",
         ),
     ),
+    Migration(
+        5,
+        "cascade responses: backend, cost per stage, Realtime equivalent, latency per stage",
+        tuple(
+            f"ALTER TABLE responses ADD COLUMN {column}"
+            for column in (
+                "backend TEXT",
+                "stt_cost_usd {REAL}",
+                "llm_cost_usd {REAL}",
+                "tts_cost_usd {REAL}",
+                "realtime_equivalent_usd {REAL}",
+                # The cascade's per-turn breakdown (TurnClock), one column per span so
+                # that a query can average a stage over calls.
+                "speech_stopped_to_transcript_ms {BIGINT}",
+                "transcript_to_first_token_ms {BIGINT}",
+                "first_token_to_first_tts_audio_ms {BIGINT}",
+                "first_tts_audio_to_first_audio_out_ms {BIGINT}",
+                "speech_stopped_to_first_audio_out_ms {BIGINT}",
+                "response_started_to_first_audio_out_ms {BIGINT}",
+            )
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

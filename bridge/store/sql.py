@@ -13,7 +13,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.store.records import CallSummary, ResponseUsage, TokenUsage, Turn
+from bridge.store.records import (
+    LATENCY_SPANS,
+    CallSummary,
+    ResponseUsage,
+    StageCosts,
+    TokenUsage,
+    Turn,
+)
 
 # Twilio's terminal call statuses: a late "ringing"/"in-progress" callback delivered out of
 # order must not overwrite one of these.
@@ -69,27 +76,20 @@ ON CONFLICT (call_sid, seq) DO UPDATE SET
     interrupted = excluded.interrupted
 """
 
-USAGE = """
-INSERT INTO responses (call_sid, response_id, status, total_tokens, input_tokens,
-                       output_tokens, input_text_tokens, input_audio_tokens,
-                       input_cached_tokens, output_text_tokens, output_audio_tokens,
-                       audio_in_s, audio_out_s, cost_usd, recorded_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (call_sid, response_id) DO UPDATE SET
-    status = excluded.status,
-    total_tokens = excluded.total_tokens,
-    input_tokens = excluded.input_tokens,
-    output_tokens = excluded.output_tokens,
-    input_text_tokens = excluded.input_text_tokens,
-    input_audio_tokens = excluded.input_audio_tokens,
-    input_cached_tokens = excluded.input_cached_tokens,
-    output_text_tokens = excluded.output_text_tokens,
-    output_audio_tokens = excluded.output_audio_tokens,
-    audio_in_s = excluded.audio_in_s,
-    audio_out_s = excluded.audio_out_s,
-    cost_usd = excluded.cost_usd,
-    recorded_at = excluded.recorded_at
-"""
+_USAGE_COLUMNS = (
+    "call_sid", "response_id", "status", "total_tokens", "input_tokens", "output_tokens",
+    "input_text_tokens", "input_audio_tokens", "input_cached_tokens", "output_text_tokens",
+    "output_audio_tokens", "audio_in_s", "audio_out_s", "cost_usd", "recorded_at",
+    "backend", "stt_cost_usd", "llm_cost_usd", "tts_cost_usd", "realtime_equivalent_usd",
+    *(f"{span}_ms" for span in LATENCY_SPANS),
+)
+USAGE = (
+    f"INSERT INTO responses ({', '.join(_USAGE_COLUMNS)})\n"
+    f"VALUES ({', '.join('?' for _ in _USAGE_COLUMNS)})\n"
+    "ON CONFLICT (call_sid, response_id) DO UPDATE SET\n    "
+    + ",\n    ".join(f"{c} = excluded.{c}" for c in _USAGE_COLUMNS[2:])
+    + "\n"
+)
 
 RECORDING = """
 INSERT INTO calls (call_sid, recording_path, updated_at)
@@ -145,8 +145,10 @@ GET_TURNS = (
 GET_RESPONSES = (
     "SELECT response_id, status, total_tokens, input_tokens, output_tokens, "
     "input_text_tokens, input_audio_tokens, input_cached_tokens, output_text_tokens, "
-    "output_audio_tokens, audio_in_s, audio_out_s, cost_usd, recorded_at "
-    "FROM responses WHERE call_sid = ? ORDER BY recorded_at, response_id"
+    "output_audio_tokens, audio_in_s, audio_out_s, cost_usd, recorded_at, "
+    "backend, stt_cost_usd, llm_cost_usd, tts_cost_usd, realtime_equivalent_usd, "
+    + ", ".join(f"{span}_ms" for span in LATENCY_SPANS)
+    + " FROM responses WHERE call_sid = ? ORDER BY recorded_at, response_id"
 )
 
 
@@ -223,4 +225,16 @@ def response(row: Mapping[str, Any]) -> ResponseUsage:
         audio_out_s=float(row["audio_out_s"]),
         cost_usd=float(row["cost_usd"]),
         recorded_at=to_datetime(row["recorded_at"]),
+        backend=row["backend"],
+        stages=None if row["backend"] != "cascade" else StageCosts(
+            stt_usd=float(row["stt_cost_usd"] or 0.0),
+            llm_usd=float(row["llm_cost_usd"] or 0.0),
+            tts_usd=float(row["tts_cost_usd"] or 0.0),
+            realtime_equivalent_usd=float(row["realtime_equivalent_usd"] or 0.0),
+        ),
+        latency_ms={
+            span: _int(row[f"{span}_ms"])
+            for span in LATENCY_SPANS
+            if row["backend"] == "cascade"
+        },
     )

@@ -228,6 +228,8 @@ def config_from_json(data: dict[str, Any]) -> CallConfig:
     td = TurnDetection(**_known(TurnDetection, dict(agent_data.pop("turn_detection", {}) or {})))
     if "tools" in agent_data:
         agent_data["tools"] = tuple(agent_data["tools"])
+    if "cascade" in agent_data:  # (key, value) pairs: JSON gives lists of lists
+        agent_data["cascade"] = tuple(tuple(pair) for pair in agent_data["cascade"] or ())
     agent = AgentConfig(turn_detection=td, **_known(AgentConfig, agent_data))
     session = _known(CallConfig, dict(data.get("session") or {}))
     for name in ("filler_audio", "apology_audio"):
@@ -387,7 +389,24 @@ def _typed_event(name: str, data: dict[str, Any]) -> ev.Event:
         info = dict(data["info"])
         info["tracks"] = tuple(info.get("tracks") or ())
         return ev.StreamStarted(StreamInfo(**_known(StreamInfo, info)))
-    return cls(**_known(cls, data))  # type: ignore[no-any-return,return-value]
+    return cls(**_tuples_back(cls, _known(cls, data)))  # type: ignore[no-any-return,return-value]
+
+
+def _tuples_back(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no tuples: a field declared ``tuple[...]`` gets its list back as a tuple
+    (nested lists too), so a replayed event equals the recorded one and stays hashable.
+    Dict fields (a cascade's usage with its latency breakdown) need nothing: JSON keeps
+    them as they were."""
+    hints = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    out = dict(data)
+    for name, value in data.items():
+        if isinstance(value, list) and hints.get(name, "").startswith("tuple"):
+            out[name] = _as_tuple(value)
+    return out
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, list) else value
 
 
 # -------------------------------------------------------------------- files

@@ -24,6 +24,11 @@ Scenario file (TOML), one table per tape::
     rest = true                                   # optional: hang-up/transfer through the
                                                   # Twilio REST stand-in, which then ends
                                                   # the stream as Twilio does
+    backend = "cascade"                           # optional: BRIDGE_BACKEND=cascade against
+                                                  # the STT/LLM/TTS stand-ins (``model`` is
+                                                  # then unused; the chat stand-in's rules
+                                                  # answer)
+    stand_ins = {chat_first_token_ms = 60}        # optional OpenAIRestSimulator options
 
 ``ms`` keeps only the start of a clip, which keeps tapes small.
 """
@@ -106,12 +111,28 @@ async def record_scenario(scenario: dict[str, Any], out_dir: Path) -> Path:
         if "connections" in faults:
             faults["connections"] = set(faults["connections"])
         simulator["faults"] = FaultPlan(**faults)
+    backend = str(scenario.get("backend") or "realtime")
+    if backend not in ("realtime", "cascade"):
+        raise ScenarioError(f"backend = {backend!r}: expected realtime or cascade")
     async with contextlib.AsyncExitStack() as stack:
-        sim = await stack.enter_async_context(
-            RealtimeSimulator(
-                list(scenario.get("model") or []), api_key=FAKE_OPENAI_KEY, **simulator
+        if backend == "cascade":
+            from bridge.devtools.sim.cascade_standins import CascadeStandIns
+
+            options = dict(scenario.get("stand_ins") or {})
+            standins = await stack.enter_async_context(
+                CascadeStandIns(FAKE_OPENAI_KEY, **options)
             )
-        )
+            # Scenario env comes last, so a scenario can still override a stage.
+            env = {**env, **standins.env(), **{
+                str(k): str(v) for k, v in (scenario.get("env") or {}).items()}}
+            realtime_url = "ws://127.0.0.1:9/v1/realtime"  # never contacted
+        else:
+            sim = await stack.enter_async_context(
+                RealtimeSimulator(
+                    list(scenario.get("model") or []), api_key=FAKE_OPENAI_KEY, **simulator
+                )
+            )
+            realtime_url = sim.url
         rest = None
         if scenario.get("rest"):
             from bridge.devtools.sim.twilio_rest import TwilioRestSimulator
@@ -123,7 +144,7 @@ async def record_scenario(scenario: dict[str, Any], out_dir: Path) -> Path:
             env.pop("TWILIO_API_SECRET")  # REST authenticates with the auth token here
             rest.add_call(AUTHOR_CALL_SID, to="+15559990000", from_="+15550001111")
         bridge = await stack.enter_async_context(
-            LocalBridge(sim.url, auth_token=FAKE_AUTH_TOKEN, env=env)
+            LocalBridge(realtime_url, auth_token=FAKE_AUTH_TOKEN, env=env)
         )
         caller = await bridge.place_call(
             call_sid=AUTHOR_CALL_SID if rest is not None else None,
