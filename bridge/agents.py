@@ -49,6 +49,7 @@ _TURN_KEYS = (
     "interrupt_response",
 )
 _TOP_KEYS = ("agents", "routes", "default", "transfer")
+MODEL_FAILURE_ACTIONS = ("hang_up", "transfer", "retry")
 _VAD_TYPES = ("server_vad", "semantic_vad", "none")
 _EAGERNESS = ("low", "medium", "high", "auto")
 
@@ -285,10 +286,8 @@ class _Loader:
             elif value is not None:
                 changes["instructions"] = value.strip()
         if "voice" in table:
-            value = self.string(f"{prefix}.voice", table["voice"])
-            if value is not None and value not in VOICES:
-                self.problem(f"{prefix}.voice", f"{value!r} is not one of: {', '.join(VOICES)}")
-            elif value is not None:
+            value = self.one_of(f"{prefix}.voice", table["voice"], VOICES)
+            if value is not None:
                 changes["voice"] = value
         if "greeting" in table:
             value = self.string(f"{prefix}.greeting", table["greeting"])
@@ -301,29 +300,22 @@ class _Loader:
                     None if value.strip() in ("", "none") else value.strip()
                 )
         if "dtmf_length" in table:
-            length = table["dtmf_length"]
-            if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= 64:
-                self.problem(f"{prefix}.dtmf_length", "must be a whole number from 1 to 64")
-            else:
+            length = self.whole_number(f"{prefix}.dtmf_length", table["dtmf_length"], 1, 64)
+            if length is not None:
                 changes["dtmf_length"] = length
         if "on_model_failure" in table:
-            value = self.string(f"{prefix}.on_model_failure", table["on_model_failure"])
-            if value is not None and value not in ("hang_up", "transfer", "retry"):
-                self.problem(
-                    f"{prefix}.on_model_failure", "must be one of: hang_up, transfer, retry"
-                )
-            elif value is not None:
+            value = self.one_of(
+                f"{prefix}.on_model_failure", table["on_model_failure"], MODEL_FAILURE_ACTIONS
+            )
+            if value is not None:
                 changes["on_model_failure"] = value
         if "fallback_number" in table:
             value = self.string(f"{prefix}.fallback_number", table["fallback_number"])
             if value is not None:
                 changes["fallback_number"] = value.strip() or None
         if "model_retry_s" in table:
-            seconds = table["model_retry_s"]
-            whole = isinstance(seconds, int) and not isinstance(seconds, bool)
-            if not whole or not 1 <= seconds <= 3600:
-                self.problem(f"{prefix}.model_retry_s", "must be a whole number from 1 to 3600")
-            else:
+            seconds = self.whole_number(f"{prefix}.model_retry_s", table["model_retry_s"], 1, 3600)
+            if seconds is not None:
                 changes["model_retry_s"] = seconds
         if "tools" in table:
             tools = self.tools(f"{prefix}.tools", table["tools"])
@@ -334,10 +326,8 @@ class _Loader:
             if turn is not None:
                 changes["turn_detection"] = turn
         if "backend" in table:
-            value = self.string(f"{prefix}.backend", table["backend"])
-            if value is not None and value not in BACKENDS:
-                self.problem(f"{prefix}.backend", f"{value!r} is not one of: {', '.join(BACKENDS)}")
-            elif value is not None:
+            value = self.one_of(f"{prefix}.backend", table["backend"], BACKENDS)
+            if value is not None:
                 changes["backend"] = value
         if "cascade" in table:
             overrides = self.cascade(f"{prefix}.cascade", table["cascade"])
@@ -346,6 +336,19 @@ class _Loader:
         if len(self.problems) > before:
             return None
         return replace(self.base, **changes)
+
+    def one_of(self, key: str, value: Any, options: tuple[str, ...]) -> str | None:
+        text = self.string(key, value)
+        if text is not None and text not in options:
+            self.problem(key, f"{text!r} is not one of: {', '.join(options)}")
+            return None
+        return text
+
+    def whole_number(self, key: str, value: Any, low: int, high: int) -> int | None:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            self.problem(key, f"must be a whole number from {low} to {high}")
+            return None
+        return value
 
     def string(self, key: str, value: Any) -> str | None:
         if not isinstance(value, str):

@@ -509,10 +509,14 @@ class Call:
             )
         return []
 
+    def _on_call_clock(self, session_ms: int | None, now: int) -> int:
+        """A time on the model session's audio timeline, on the call's (else: now)."""
+        if session_ms is None:
+            return self.call_ms(now)
+        return session_ms + self._audio_origin_ms
+
     def _on_speech_started(self, event: ev.SpeechStarted, now: int) -> list[Action]:
-        at = self.call_ms(now)
-        if event.audio_start_ms is not None:
-            at = event.audio_start_ms + self._audio_origin_ms
+        at = self._on_call_clock(event.audio_start_ms, now)
         self.transcript.speech_started(event.item_id, at)
         self._speech_stopped_at = None
         actions: list[Action] = [Observed("speech_started", self.call_ms(now))]
@@ -564,9 +568,7 @@ class Call:
         ]
 
     def _on_speech_stopped(self, event: ev.SpeechStopped, now: int) -> list[Action]:
-        at = self.call_ms(now)
-        if event.audio_end_ms is not None:
-            at = event.audio_end_ms + self._audio_origin_ms
+        at = self._on_call_clock(event.audio_end_ms, now)
         self.transcript.speech_stopped(event.item_id, at)
         self._speech_stopped_at = now
         return [Observed("speech_stopped", self.call_ms(now))]
