@@ -82,7 +82,6 @@ class ServiceHooks:
             if settings.apology_audio
             else bundled_prompt("apology")
         )
-        self._fallbacks: dict[str, str] = {}  # call -> the fallback it took
         self._registries: dict[str, ToolRegistry] = {
             name: build_registry(agent.tools) for name, agent in agents.agents.items()
         }
@@ -172,7 +171,6 @@ class ServiceHooks:
             metrics.rollovers.inc()
         elif kind == "fallback":
             metrics.fallbacks.labels(str(data.get("cause", "unknown"))[:64]).inc()
-            self._fallbacks[relay.call_sid or ""] = str(data.get("action"))
 
     async def run_tool(
         self, info: StreamInfo, config: CallConfig, action: RunTool
@@ -242,8 +240,6 @@ class ServiceHooks:
                 )
             return
         stream = relay.info
-        if isinstance(action, EndCall) and store is None and stream is not None:
-            self._fallbacks.pop(stream.call_sid, None)
         if stream is None or store is None:
             return
         info = stream
@@ -269,7 +265,7 @@ class ServiceHooks:
         elif isinstance(action, EndCall):
             store.record_call_ended(info.call_sid, action.reason)
             stats = relay.call.stats
-            fallback = self._fallbacks.pop(info.call_sid, None)
+            fallback = relay.call.fallback
             if stats["reconnects"] or stats["rollovers"] or fallback:
                 store.record_resilience(
                     info.call_sid,

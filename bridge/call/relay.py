@@ -50,9 +50,6 @@ from bridge.core.stream import StreamInfo
 
 log = logging.getLogger("bridge.call")
 
-#: Frames waiting for a slow caller socket before the relay stops reading the model.
-OUTBOX_LIMIT = 256
-
 
 class CallHooks(Protocol):
     """What the relay needs from the rest of the service (see ``bridge.services``)."""

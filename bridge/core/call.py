@@ -105,9 +105,6 @@ class _PendingControl:
     since: int
 
 
-#: Model error codes after which the model session cannot go on.
-FATAL_MODEL_ERRORS = frozenset({"session_expired", "beta_api_shape_disabled", "invalid_api_key"})
-
 #: Audio kept from before a caller turn's detected start (the VAD's prefix padding).
 SPEECH_PREFIX_MS = 300
 
@@ -184,6 +181,7 @@ class Call:
         self.outage: Outage | None = None
         self._resume = False  # a reply was cut by an outage: ask to continue it
         self._end_after_control = ""  # end reason once a fallback's control is done
+        self.fallback: str | None = None  # the fallback taken, when the model was unreachable
         self._rng: random.Random | None = None
         self._standby = ""  # "", "opening", "seeded", "ready": the next session's state
         self._seeded = (0, 0)  # transcript lines and tool records the standby already has
@@ -710,7 +708,7 @@ class Call:
         notice: list[Action] = [Notice("warning", f"model_error:{code}", message)]
         if code == "session_expired":
             return notice  # the close that follows starts the reconnect
-        if event.fatal or code in FATAL_MODEL_ERRORS:
+        if event.fatal:  # the backend classifies its own errors (bridge.realtime.failures)
             if self.config.reconnect and self.phase is Phase.ACTIVE:
                 return notice + self._lose_model(now, code, "never", f"{code}: {message}")
             return self.end("model_error", f"{code}: {message}", now)
@@ -1134,6 +1132,7 @@ class Call:
         agent = self.config.agent
         transfer = agent.on_model_failure == "transfer" and bool(agent.fallback_number)
         action = "transfer" if transfer else "hang_up"
+        self.fallback = action
         actions: list[Action] = [
             Notice("error", "model_fallback", f"model unreachable ({cause}): {action}"),
             Observed("fallback", self.call_ms(now), {"action": action, "cause": cause}),

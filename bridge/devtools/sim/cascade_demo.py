@@ -28,6 +28,7 @@ from bridge.devtools.sim.demo import (
     Moment,
     _clip_ms,
     _short,
+    verdict,
 )
 from bridge.devtools.sim.local_bridge import LocalBridge
 from bridge.devtools.sim.twilio_caller import CallResult
@@ -161,15 +162,11 @@ async def run_cascade_demo(
         problems.append("no barge-in happened")
     if not facts["history_cuts"] or not facts["history_cuts"][0]:
         problems.append("the history was not cut to the heard words")
-    if result.violations:
-        problems.append(f"protocol violations seen by the caller: {result.violations[:2]}")
-    if result.closed_by != "server":
-        problems.append(f"the agent did not hang up (closed by {result.closed_by})")
     if stt_open:
         problems.append(f"{stt_open} transcription session(s) left open")
-    if problems:
-        print("\nDEMO FAILED: " + "; ".join(problems), file=sys.stderr)
-        return 1
-    print(f"\nDemo OK: call lasted {elapsed:.1f} s; barge-in, history cut and hang-up all "
-          "worked through the cascade.")
-    return 0
+    return verdict(
+        result,
+        problems,
+        f"call lasted {elapsed:.1f} s; barge-in, history cut and hang-up all worked "
+        "through the cascade.",
+    )

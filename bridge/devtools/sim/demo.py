@@ -254,14 +254,26 @@ async def run_demo(
         problems.append("the model was not reconnected")
     if any(not t.ok for t in sim.truncations):
         problems.append("the model rejected a truncate")
+    if model_open:
+        problems.append(f"{model_open} model connection(s) left open")
+    return verdict(
+        result,
+        problems,
+        f"call lasted {elapsed:.1f} s; barge-in, truncate and hang-up all worked.",
+    )
+
+
+def verdict(result: CallResult, problems: list[str], ok: str) -> int:
+    """The demo's last line: what went wrong (exit 1), or ``ok`` (exit 0).
+
+    Adds what every demo call must get right as the caller saw it: no protocol
+    violations, and the agent, not the caller, ending the call."""
     if result.violations:
         problems.append(f"protocol violations seen by the caller: {result.violations[:2]}")
     if result.closed_by != "server":
         problems.append(f"the agent did not hang up (closed by {result.closed_by})")
-    if model_open:
-        problems.append(f"{model_open} model connection(s) left open")
     if problems:
         print("\nDEMO FAILED: " + "; ".join(problems), file=sys.stderr)
         return 1
-    print(f"\nDemo OK: call lasted {elapsed:.1f} s; barge-in, truncate and hang-up all worked.")
+    print(f"\nDemo OK: {ok}")
     return 0
