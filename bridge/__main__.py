@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from typing import NoReturn
@@ -55,6 +56,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options: dict[str, object] = {}
     if settings.log_format == "json":
         options["log_config"] = None  # keep our JSON handler; uvicorn's loggers propagate
+    if settings.stream_server == "lean":
+        from bridge.web.lean_stream import router_protocol
+
+        # /media-stream without ASGI on the same port; every other request goes to
+        # uvicorn's HTTP protocol and Starlette (docs/performance.md, "The lean path").
+        options["http"] = router_protocol(app)
+    logging.getLogger("bridge").info("media streams served by the %s path",
+                                     settings.stream_server)
     serve(
         app,
         host=args.host,

@@ -138,6 +138,9 @@ class Settings:
     log_level: str = "INFO"
     overflow: Literal["busy", "fallback"] = "busy"
     json_codec: Literal["stdlib", "orjson"] = "stdlib"
+    #: Who serves ``/media-stream``: ``lean`` (bridge.web.lean_stream, no ASGI, measured
+    #: cheaper per call-second) or ``asgi`` (the Starlette route, as before).
+    stream_server: Literal["lean", "asgi"] = "lean"
     tool_filler_after_ms: int = 3000
     tool_filler_instructions: str | None = None
     preconnect: bool = True
@@ -377,6 +380,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         agents_file=read.text("BRIDGE_AGENTS_FILE"),
         overflow=read.choice("BRIDGE_OVERFLOW", ("busy", "fallback"), "busy"),  # type: ignore[arg-type]
         json_codec=read.choice("BRIDGE_JSON_CODEC", ("stdlib", "orjson"), "stdlib"),  # type: ignore[arg-type]
+        stream_server=read.choice("BRIDGE_STREAM_SERVER", ("lean", "asgi"), "lean"),  # type: ignore[arg-type]
         preconnect=read.boolean("BRIDGE_PRECONNECT", True),
         max_pending_streams=read.integer("BRIDGE_MAX_PENDING_STREAMS", 500, 1, 1_000_000),
         start_timeout_s=read.number("BRIDGE_START_TIMEOUT_S", 5.0, 0.1, 120.0),

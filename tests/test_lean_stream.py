@@ -1,9 +1,10 @@
 """The lean Media Streams path (``bridge.web.lean_stream``): same checks, same calls.
 
-Two halves.  First the whole-call tests of ``test_e2e`` are rerun unchanged with the
-lean path switched on (``LocalBridge.lean_stream_default``), so every mark, clear,
-truncate, token and hang-up behaviour is checked on it too; each rerun asserts the lean
-path really accepted the stream.  Then what only the lean path does by itself: its
+Two halves.  The lean path is ``serve``'s default, so every whole-call test runs on it;
+here the whole-call tests of ``test_e2e`` are rerun unchanged on the ASGI route
+(``BRIDGE_STREAM_SERVER=asgi``, via ``LocalBridge.lean_stream_default``), so every mark,
+clear, truncate, token and hang-up behaviour holds on both; each rerun asserts which path
+accepted the stream.  Then what only the lean path does by itself: its
 handshake refusals, the 1009 frame limit, pings, the other routes on the same port, and
 the ``CallerSocket`` contract of :class:`LeanCallerSocket` and of the ASGI adapter.
 """
@@ -23,7 +24,10 @@ import websockets
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
+from websockets.client import ClientProtocol
+from websockets.frames import Close, Opcode
 from websockets.server import ServerProtocol
+from websockets.uri import parse_uri
 
 from bridge.call.asgi_socket import AsgiCallerSocket
 from bridge.call.leg import CallerSocket
@@ -38,50 +42,59 @@ API_KEY = e2e.API_KEY
 
 
 @pytest.fixture
-def lean(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(LocalBridge, "lean_stream_default", True)
+def asgi(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(LocalBridge, "lean_stream_default", False)
 
 
-async def _on_lean(test: Callable[[], Awaitable[None]], streams: int) -> None:
+async def _on_asgi(test: Callable[[], Awaitable[None]]) -> None:
     before = LeanStreamProtocol.streams_accepted
     await test()
-    assert LeanStreamProtocol.streams_accepted - before >= streams, "lean path not used"
+    assert LeanStreamProtocol.streams_accepted == before, "the lean path was used"
 
 
-# ------------------------------------------------------------ whole calls, rerun
+# ------------------------------------------------------- the default is the lean path
+
+async def test_whole_calls_use_the_lean_path_by_default() -> None:
+    """``serve``'s default (``BRIDGE_STREAM_SERVER=lean``) is what every e2e test runs on."""
+    before = LeanStreamProtocol.streams_accepted
+    await e2e.test_call_with_greeting_question_barge_in_and_hang_up("ga", "passthrough")
+    assert LeanStreamProtocol.streams_accepted == before + 1
+
+
+# ------------------------------------------- whole calls, rerun on the ASGI route
 
 @pytest.mark.parametrize("audio", ["passthrough", "pcm16"])
-async def test_e2e_barge_in_call_on_the_lean_path(lean: None, audio: str) -> None:
-    await _on_lean(lambda: e2e.test_call_with_greeting_question_barge_in_and_hang_up(
-        "ga", audio), 1)
+async def test_e2e_barge_in_call_on_the_asgi_route(asgi: None, audio: str) -> None:
+    await _on_asgi(lambda: e2e.test_call_with_greeting_question_barge_in_and_hang_up(
+        "ga", audio))
 
 
-async def test_e2e_model_close_on_the_lean_path(lean: None) -> None:
-    await _on_lean(e2e.test_model_socket_closing_ends_the_call_cleanly_when_reconnect_is_off, 1)
+async def test_e2e_model_close_on_the_asgi_route(asgi: None) -> None:
+    await _on_asgi(e2e.test_model_socket_closing_ends_the_call_cleanly_when_reconnect_is_off)
 
 
-async def test_e2e_bad_input_on_the_lean_path(lean: None) -> None:
-    await _on_lean(e2e.test_bad_input_is_survived_and_another_call_is_unaffected, 2)
+async def test_e2e_bad_input_on_the_asgi_route(asgi: None) -> None:
+    await _on_asgi(e2e.test_bad_input_is_survived_and_another_call_is_unaffected)
 
 
-async def test_e2e_stream_token_on_the_lean_path(lean: None) -> None:
-    await _on_lean(e2e.test_stream_token_is_checked_before_any_model_connection, 1)
+async def test_e2e_stream_token_on_the_asgi_route(asgi: None) -> None:
+    await _on_asgi(e2e.test_stream_token_is_checked_before_any_model_connection)
 
 
-async def test_e2e_unsigned_refused_on_the_lean_path(lean: None) -> None:
-    await _on_lean(e2e.test_unsigned_requests_never_reach_the_model, 0)
+async def test_e2e_unsigned_refused_on_the_asgi_route(asgi: None) -> None:
+    await _on_asgi(e2e.test_unsigned_requests_never_reach_the_model)
 
 
-async def test_e2e_abrupt_disconnect_on_the_lean_path(lean: None) -> None:
-    await _on_lean(e2e.test_abrupt_caller_disconnect_closes_the_model_socket_within_a_second, 1)
+async def test_e2e_abrupt_disconnect_on_the_asgi_route(asgi: None) -> None:
+    await _on_asgi(e2e.test_abrupt_caller_disconnect_closes_the_model_socket_within_a_second)
 
 
-async def test_e2e_oversized_frame_on_the_lean_path(lean: None) -> None:
-    await _on_lean(e2e.test_oversized_frame_closes_only_that_call_with_a_clear_code, 1)
+async def test_e2e_oversized_frame_on_the_asgi_route(asgi: None) -> None:
+    await _on_asgi(e2e.test_oversized_frame_closes_only_that_call_with_a_clear_code)
 
 
-async def test_e2e_concurrent_calls_on_the_lean_path(lean: None) -> None:
-    await _on_lean(e2e.test_concurrent_calls_keep_their_own_barge_in_accounting, 10)
+async def test_e2e_concurrent_calls_on_the_asgi_route(asgi: None) -> None:
+    await _on_asgi(e2e.test_concurrent_calls_keep_their_own_barge_in_accounting)
 
 
 # ------------------------------------------------------------ the lean handshake
@@ -150,8 +163,10 @@ async def test_oversized_frame_closes_with_1009() -> None:
 class _LeanEcho(asyncio.Protocol):
     """Scaffolding: a bare handshake, then the LeanCallerSocket under test runs ``handler``."""
 
-    def __init__(self, handler: Callable[[LeanCallerSocket], Awaitable[None]]) -> None:
+    def __init__(self, handler: Callable[[LeanCallerSocket], Awaitable[None]],
+                 **socket_options: Any) -> None:
         self.handler = handler
+        self.socket_options = socket_options
         self.ws = ServerProtocol(max_size=4096)
         self.sock: LeanCallerSocket | None = None
 
@@ -166,7 +181,8 @@ class _LeanEcho(asyncio.Protocol):
         for event in self.ws.events_received():
             self.ws.send_response(self.ws.accept(event))  # type: ignore[arg-type]
             self.transport.write(b"".join(self.ws.data_to_send()))  # type: ignore[attr-defined]
-            self.sock = LeanCallerSocket(self.ws, self.transport)  # type: ignore[arg-type]
+            self.sock = LeanCallerSocket(self.ws, self.transport,  # type: ignore[arg-type]
+                                         **self.socket_options)
             asyncio.ensure_future(self.handler(self.sock))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -175,10 +191,11 @@ class _LeanEcho(asyncio.Protocol):
 
 
 @contextlib.asynccontextmanager
-async def _lean_server(handler: Callable[[LeanCallerSocket], Awaitable[None]]
-                       ) -> AsyncIterator[str]:
+async def _lean_server(handler: Callable[[LeanCallerSocket], Awaitable[None]],
+                       **socket_options: Any) -> AsyncIterator[str]:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _LeanEcho(handler), "127.0.0.1", 0)
+    server = await loop.create_server(lambda: _LeanEcho(handler, **socket_options),
+                                      "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
         yield f"ws://127.0.0.1:{port}/"
@@ -246,6 +263,95 @@ async def test_lean_caller_socket_server_close_and_frame_limit() -> None:
                 break
             await asyncio.sleep(0.01)
     assert seen["detail"] == "close code 1009" and "messages" not in seen
+
+
+async def test_push_delivery_keeps_order_pauses_and_ends_once() -> None:
+    """``deliver_to``: messages queued before it first, then each as parsed, in order;
+    ``pause_reading`` holds delivery back (TCP pushes back on the peer); None comes
+    exactly once, at the end."""
+    got: list[str | bytes | None] = []
+    ready = asyncio.Event()
+    sockets: list[LeanCallerSocket] = []
+
+    async def handler(sock: LeanCallerSocket) -> None:
+        sockets.append(sock)
+        await ready.wait()  # let messages queue in the inbox first
+        sock.deliver_to(got.append)
+
+    async with _lean_server(handler) as url:
+        async with websockets.connect(url) as ws:
+            for i in range(3):
+                await ws.send(f"early {i}")
+            await asyncio.sleep(0.2)
+            assert got == []
+            ready.set()
+            for _ in range(100):
+                if len(got) == 3:
+                    break
+                await asyncio.sleep(0.01)
+            assert got == ["early 0", "early 1", "early 2"]
+            sock = sockets[0]
+            sock.pause_reading()
+            await ws.send("held")
+            await asyncio.sleep(0.3)
+            assert got[-1] == "early 2"
+            sock.resume_reading()
+            for _ in range(100):
+                if len(got) == 4:
+                    break
+                await asyncio.sleep(0.01)
+            assert got[-1] == "held"
+            await ws.send(b"\x01")
+        for _ in range(200):
+            if got and got[-1] is None:
+                break
+            await asyncio.sleep(0.01)
+    assert got[4:] == [b"\x01", None]
+    assert sockets[0].close_detail == "close code 1000"
+
+
+async def test_keepalive_pings_keep_a_ponging_peer_and_drop_a_silent_one() -> None:
+    """A peer that answers pings stays connected; one that vanished without a FIN (it
+    never answers) is failed with 1011 after interval + timeout, as on the ASGI route."""
+    seen: dict[str, Any] = {}
+    options = {"ping_interval": 0.1, "ping_timeout": 0.2}
+    async with _lean_server(lambda s: _echo_until_closed(s, seen), **options) as url:
+        async with websockets.connect(url, ping_interval=None) as ws:  # the client pongs
+            await asyncio.sleep(0.8)
+            await ws.send("still here")
+            assert await asyncio.wait_for(ws.recv(), 2) == "still here"
+        seen.clear()
+        # A client that reads but never writes again: no pongs.
+        host, port = url.removeprefix("ws://").rstrip("/").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        client = ClientProtocol(parse_uri(url))
+        request = client.connect()
+        client.send_request(request)
+        writer.write(b"".join(client.data_to_send()))
+        pings = 0
+        started = asyncio.get_running_loop().time()
+        close_code = None
+        while close_code is None:
+            data = await asyncio.wait_for(reader.read(65536), 3)
+            if not data:
+                break
+            client.receive_data(data)
+            for event in client.events_received():
+                opcode = getattr(event, "opcode", None)
+                if opcode is Opcode.PING:
+                    pings += 1
+                elif opcode is Opcode.CLOSE:
+                    close_code = Close.parse(event.data).code  # type: ignore[attr-defined]
+        elapsed = asyncio.get_running_loop().time() - started
+        writer.close()
+        assert pings == 1  # one ping, unanswered, then the verdict
+        assert close_code == 1011
+        assert 0.25 <= elapsed < 2.0
+        for _ in range(100):
+            if seen.get("done"):
+                break
+            await asyncio.sleep(0.01)
+        assert seen["detail"] == "close code 1011"
 
 
 async def test_starlette_caller_socket_contract() -> None:

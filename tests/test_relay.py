@@ -66,6 +66,50 @@ class MemorySocket:
         self.incoming.put_nowait(json.dumps(message))
 
 
+class PushMemorySocket(MemorySocket):
+    """The same socket with push delivery (``PushCallerSocket``), as the lean path has."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handler: Any = None
+        self.paused = False
+        self.held: list[str | None] = []
+        self.pauses = 0
+
+    def deliver_to(self, handler: Any) -> None:
+        self.handler = handler
+        while not self.incoming.empty():
+            self._arrive(self.incoming.get_nowait())
+
+    def _arrive(self, frame: str | None) -> None:
+        if self.handler is None:
+            self.incoming.put_nowait(frame)
+        elif self.paused:
+            self.held.append(frame)
+        else:
+            if frame is None:
+                self.close_detail = "close code 1000"
+            self.handler(frame)
+
+    def push(self, message: dict[str, Any]) -> None:
+        self._arrive(json.dumps(message))
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.closed is None:
+            self.closed = (code, reason)
+            self._arrive(None)
+
+    def pause_reading(self) -> None:
+        self.paused = True
+        self.pauses += 1
+
+    def resume_reading(self) -> None:
+        self.paused = False
+        held, self.held = self.held, []
+        for frame in held:
+            self._arrive(frame)
+
+
 class MemoryModel:
     """A model connection: records actions, yields what the test puts in."""
 
@@ -74,13 +118,17 @@ class MemoryModel:
         self.inbox: asyncio.Queue[ev.ModelEvent | None] = asyncio.Queue()
         self.last_frame = None
         self.closed = False
+        self.backed_up = False
+        self.drained = asyncio.Event()
 
     def send(self, action: ToModel) -> bool:
         self.received.append(action)
-        return True
+        return not self.backed_up
 
     async def drain(self) -> None:
-        return None
+        if self.backed_up:
+            await self.drained.wait()
+            self.backed_up = False
 
     async def events(self) -> AsyncIterator[ev.ModelEvent | ev.ProtocolProblem]:
         while (event := await self.inbox.get()) is not None:
@@ -248,3 +296,26 @@ async def test_without_rest_credentials_a_hang_up_closes_the_stream() -> None:
     mark = next(m for m in socket.sent if m["event"] == "mark")
     socket.push({"event": "mark", "mark": mark["mark"]})
     assert await asyncio.wait_for(run, 2) == "agent_hung_up"
+
+
+async def test_push_delivery_pauses_the_caller_while_the_model_is_backed_up() -> None:
+    """On the push path (no reader task) a backed-up model socket pauses reading the
+    caller until it drains; nothing is lost or reordered, and the call ends normally."""
+    svc, backend = services()
+    socket = PushMemorySocket()
+    run = asyncio.create_task(svc.serve_stream(socket))
+    start(socket, svc, "CA07")
+    await until(lambda: backend.connections)
+    model = backend.connections[0]
+    await until(lambda: socket.handler is not None)
+    model.backed_up = True
+    for i in range(3):
+        socket.push({"event": "media", "media": {"payload": AUDIO, "chunk": str(i)}})
+    assert socket.paused and socket.pauses == 1
+    assert len(socket.held) == 2  # the first frame went in, then reading paused
+    model.drained.set()
+    await until(lambda: not socket.paused)
+    await until(lambda: sum(isinstance(a, AppendAudio) for a in model.received) == 3)
+    socket.push({"event": "stop"})
+    assert await asyncio.wait_for(run, 2) == "caller_hung_up"
+    assert model.closed

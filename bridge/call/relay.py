@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from bridge.call.backend import BackendUnavailable, ModelBackend, ModelConnection
-from bridge.call.leg import CallerProtocol, CallerSocket
+from bridge.call.leg import CallerProtocol, CallerSocket, PushCallerSocket
 from bridge.core import events as ev
 from bridge.core.actions import (
     TO_CALLER,
@@ -188,6 +188,7 @@ class CallRelay:
         self.info: StreamInfo | None = None
         self._to_caller = _Outbox(caller.send_now, caller.send, "to-caller")
         self._model_backed_up = False
+        self._drain_pending = False
 
     def now(self) -> int:
         return int(self._clock() * 1000)
@@ -224,7 +225,10 @@ class CallRelay:
     async def run(self) -> str:
         """Read the caller until the call ends; return the end reason."""
         self.feed(ev.LegOpened())
-        self._spawn(self._read_caller(), "caller-reader")
+        if isinstance(self.caller, PushCallerSocket):
+            self.caller.deliver_to(self._on_caller_frame)
+        else:
+            self._spawn(self._read_caller(), "caller-reader")
         try:
             await self._done.wait()
         finally:
@@ -253,6 +257,43 @@ class CallRelay:
             if self._model_backed_up and self.model is not None:
                 await self.model.drain()
                 self._model_backed_up = False
+
+    def _on_caller_frame(self, frame: str | bytes | None) -> None:
+        """The push twin of :meth:`_read_caller`, called from the socket's own parser.
+
+        Same rules: an oversized frame is a problem, not an end; a backed-up model
+        socket stops the caller being read (here by pausing its transport) until it
+        drains; an exception ends this call only, as a failed reader task would."""
+        if self._closing:
+            return
+        try:
+            if frame is None:
+                self.feed(ev.CallerGone(self.caller.close_detail), peer="twilio")
+                return
+            if len(frame) > self.max_frame_bytes:
+                problem = ev.ProtocolProblem(
+                    "caller", "oversized_frame", f"dropping a {len(frame)}-byte frame"
+                )
+                self.feed(problem, peer="twilio")
+                return
+            self.feed(self.leg.parse(frame), frame, "twilio")
+            if self._model_backed_up and self.model is not None and not self._drain_pending:
+                self._drain_pending = True
+                assert isinstance(self.caller, PushCallerSocket)
+                self.caller.pause_reading()
+                self._spawn(self._drain_model(self.model), "model-drain")
+        except Exception:
+            log.exception("call %s: caller-reader failed", self.call_sid)
+            self.feed(ev.EndRequested("internal_error", "caller-reader failed"))
+
+    async def _drain_model(self, model: ModelConnection) -> None:
+        try:
+            await model.drain()
+        finally:
+            self._model_backed_up = False
+            self._drain_pending = False
+            assert isinstance(self.caller, PushCallerSocket)
+            self.caller.resume_reading()
 
     async def _read_model(self, model: ModelConnection) -> None:
         """Feed one connection's events while it is the call's model connection.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from websockets.frames import Opcode
@@ -27,6 +28,11 @@ READ_HIGH_WATER = 64
 """Messages queued unread before the socket stops reading from TCP: the caller then feels
 backpressure through TCP instead of the bridge buffering without bound."""
 READ_LOW_WATER = 16
+PING_INTERVAL_S = 20.0
+"""Keep-alive pings, as uvicorn's ``ws_ping_interval``/``ws_ping_timeout`` defaults on the
+ASGI path: a peer that vanished without a FIN (a NAT dropped the flow, a host died) is
+found within ``PING_INTERVAL_S + PING_TIMEOUT_S`` instead of at the call's length limit."""
+PING_TIMEOUT_S = 20.0
 
 
 class LeanCallerSocket:
@@ -40,7 +46,8 @@ class LeanCallerSocket:
     """
 
     def __init__(self, protocol: ServerProtocol, transport: asyncio.Transport,
-                 *, close_timeout: float = 2.0) -> None:
+                 *, close_timeout: float = 2.0, ping_interval: float | None = PING_INTERVAL_S,
+                 ping_timeout: float = PING_TIMEOUT_S) -> None:
         self.protocol = protocol
         self.transport = transport
         self.close_detail = ""
@@ -58,6 +65,14 @@ class LeanCallerSocket:
         self._flush_handle: asyncio.Handle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._close_timeout = close_timeout
+        self._handler: Callable[[str | bytes | None], None] | None = None
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._ping_sent_at: float | None = None  # an unanswered ping's send time
+        self._last_ping_at = self._loop.time()
+        self._ping_handle: asyncio.TimerHandle | None = None
+        if ping_interval is not None:
+            self._ping_handle = self._loop.call_later(ping_interval, self._keepalive)
 
     # ------------------------------------------------------------ from the transport
 
@@ -73,6 +88,8 @@ class LeanCallerSocket:
                     self._deliver(event.data)  # type: ignore[union-attr]
                 else:
                     self._fragments = [bytes(event.data)]  # type: ignore[union-attr]
+            elif opcode is Opcode.PONG:
+                self._ping_sent_at = None  # any pong answers: the peer is alive
             elif opcode is Opcode.CONT:
                 self._fragments.append(bytes(event.data))  # type: ignore[union-attr]
                 if event.fin:  # type: ignore[union-attr]
@@ -92,6 +109,10 @@ class LeanCallerSocket:
                 return
         else:
             message = bytes(data)
+        handler = self._handler
+        if handler is not None:
+            handler(message)
+            return
         self._inbox.append(message)
         if len(self._inbox) >= READ_HIGH_WATER and not self._read_paused:
             self._read_paused = True
@@ -116,6 +137,27 @@ class LeanCallerSocket:
         if protocol.close_expected() and self._close_timer is None and not self._lost:
             self._close_timer = self._loop.call_later(self._close_timeout, self.transport.abort)
 
+    def _keepalive(self) -> None:
+        """Ping every interval; no pong within the timeout fails the connection (1011)."""
+        self._ping_handle = None
+        interval = self._ping_interval
+        if not self.is_open or interval is None:
+            return
+        now = self._loop.time()
+        sent = self._ping_sent_at
+        if sent is not None and now - sent >= self._ping_timeout:
+            self.protocol.fail(1011, "keepalive ping timeout")
+            self._after_protocol_step()
+            if not self._lost:
+                self.transport.abort()  # a peer that does not pong will not close either
+            return
+        if sent is None and now - self._last_ping_at >= interval:
+            sent = self._ping_sent_at = self._last_ping_at = now
+            self.protocol.send_ping(b"ka")
+            self._queue_writes()
+        due = sent + self._ping_timeout if sent is not None else self._last_ping_at + interval
+        self._ping_handle = self._loop.call_at(due, self._keepalive)
+
     def _detail_from_protocol(self) -> str:
         protocol = self.protocol
         frame = protocol.close_rcvd or protocol.close_sent
@@ -125,6 +167,9 @@ class LeanCallerSocket:
 
     def connection_lost(self) -> None:
         self._lost = True
+        if self._ping_handle is not None:
+            self._ping_handle.cancel()
+            self._ping_handle = None
         if self._close_timer is not None:
             self._close_timer.cancel()
         if self._flush_handle is not None:
@@ -150,8 +195,13 @@ class LeanCallerSocket:
 
     def _end(self, detail: str) -> None:
         self.close_detail = self.close_detail or detail
+        if self._ended:
+            return
         self._ended = True
         self._wake()
+        handler = self._handler
+        if handler is not None:
+            handler(None)
 
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
@@ -159,6 +209,36 @@ class LeanCallerSocket:
             waiter.set_result(None)
 
     # ------------------------------------------------------------ to the relay
+
+    def deliver_to(self, handler: Callable[[str | bytes | None], None]) -> None:
+        """Push delivery (``bridge.call.leg.PushCallerSocket``): from now on every message
+        goes to ``handler`` as it is parsed, then None once, at the end.
+
+        Why: the pull path costs a future, a task wake-up and a coroutine resume per
+        message; at 50 caller frames per second per call that hand-off is one of the
+        larger shares of the bridge's CPU (docs/performance.md).  Messages that arrived
+        before this call are handed over first, in order."""
+        self._handler = handler
+        inbox = self._inbox
+        while inbox and self._handler is handler:
+            handler(inbox.popleft())
+        if self._read_paused and not self._lost:
+            self._read_paused = False
+            self.transport.resume_reading()
+        if self._ended:
+            handler(None)
+
+    def pause_reading(self) -> None:
+        """Stop reading from TCP (the model side is backed up): TCP pushes back on the
+        caller instead of the bridge buffering."""
+        if not self._read_paused and not self._lost:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._read_paused and not self._lost:
+            self._read_paused = False
+            self.transport.resume_reading()
 
     async def receive(self) -> str | bytes | None:
         inbox = self._inbox

@@ -21,8 +21,10 @@ refusal while draining, and the cap on streams not yet started (``services.pendi
 answered 403, as uvicorn answers a close before accept).
 Frames over ``BRIDGE_MAX_MESSAGE_BYTES`` fail the connection with close code 1009
 (websockets' ``max_size``, as ``ws_max_size`` does on the ASGI path).  Capacity is
-enforced by the webhook, exactly as before.  No keep-alive pings are sent (Twilio does
-not need them; the ASGI path's default 20 s pings are the one behaviour not mirrored).
+enforced by the webhook, exactly as before.  Keep-alive pings every 20 s, with a 20 s
+pong timeout, as uvicorn's defaults on the ASGI path.
+
+This is what ``serve`` uses unless ``BRIDGE_STREAM_SERVER=asgi``.
 """
 
 from __future__ import annotations

@@ -52,6 +52,9 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     bench.add_argument("--lean-stream", action="store_true",
                        help="serve via bridge.devtools.bench.server with /media-stream on "
                        "the lean, ASGI-free path (bridge.web.lean_stream)")
+    bench.add_argument("--stream-server", choices=("lean", "asgi"), default=None,
+                       help="who serves /media-stream in `serve` (BRIDGE_STREAM_SERVER; "
+                       "default: serve's own default, lean)")
     bench.add_argument("--log-level", default="INFO", help="the bridge's LOG_LEVEL (INFO)")
     bench.add_argument("--profile", default=None, metavar="FILE",
                        help="record the steady-state window with py-spy into FILE")
@@ -67,6 +70,13 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                        help="--reference: interpreter with the sample's requirements installed "
                        "(default: a venv built once from DIR/requirements.txt with pip and "
                        "cached under ~/.cache/twilio-realtime-bridge/)")
+    bench.add_argument("--reference-only", action="store_true",
+                       help="--reference: run only the reference side (e.g. a long memory "
+                       "run beside this bridge's own, each bridge pinned to its own core)")
+    bench.add_argument("--floor", action="store_true",
+                       help="measure the floor: a forwarder that only moves the same "
+                       "messages (no framing, JSON or call logic); with --reference, a "
+                       "third run in each pair")
     bench.add_argument("--pairs", type=int, default=1,
                        help="--reference: back-to-back pairs to run; with more than one the "
                        "medians are printed last (default 1)")
@@ -87,12 +97,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         calls=args.calls, duration=args.duration, audio=args.audio, ramp=args.ramp,
         bridge_cpu=args.bridge_cpu, gen_cpu=args.gen_cpu, ws=args.ws, loop=args.loop,
         http=args.http, json_lib=args.json_lib, lean_stream=args.lean_stream,
+        stream_server=args.stream_server,
         barge_every=args.barge_every,
         log_level=args.log_level, profile=args.profile, profile_format=args.profile_format,
         warmup=not args.no_warmup, tickers=args.tickers,
     )
     if args.reference is not None:
         return _cmd_reference(args, opts)
+    if args.floor:
+        from bridge.devtools.bench.floor import floor_bench
+
+        print(floor_bench(args.calls, args.duration, args.bridge_cpu, args.gen_cpu).line(),
+              flush=True)
+        return 0
     summary = run_bench(opts)
     print(summary_line(summary), flush=True)
     if args.json_path:
@@ -108,11 +125,13 @@ def _cmd_reference(args: argparse.Namespace, opts: Any) -> int:
     """Pairs of (this bridge, reference) runs; see bridge.devtools.bench.reference."""
     import json
 
+    from bridge.devtools.bench.load import run_bench, summary_line
     from bridge.devtools.bench.reference import (
         ReferenceEnvError,
         median_line,
         median_pair,
         pair_lines,
+        reference_options,
         reference_python,
         run_pair,
     )
@@ -125,10 +144,17 @@ def _cmd_reference(args: argparse.Namespace, opts: Any) -> int:
     except ReferenceEnvError as exc:
         print(f"bench: reference unavailable: {exc}", file=sys.stderr)
         return 3
+    if args.reference_only:
+        ref = run_bench(reference_options(opts, args.reference, python))
+        print(summary_line(ref).replace("bench:", "bench[reference]:", 1), flush=True)
+        if args.json_path:
+            with open(args.json_path, "w", encoding="utf-8") as f:
+                f.write(json.dumps(ref, indent=2, default=str) + "\n")
+        return 0 if ref["calls_failed"] == 0 else 1
     pairs = []
     ok = True
     for i in range(args.pairs):
-        pair = run_pair(opts, args.reference, python)
+        pair = run_pair(opts, args.reference, python, floor=args.floor)
         pairs.append(pair)
         if args.pairs > 1:
             print(f"bench: pair {i + 1}/{args.pairs}", flush=True)

@@ -82,6 +82,8 @@ class BenchOptions:
     ``bridge.devtools.bench.server``."""
     lean_stream: bool = False
     """Serve /media-stream from ``bridge.web.lean_stream`` (via the bench server)."""
+    stream_server: str | None = None
+    """``serve``'s ``BRIDGE_STREAM_SERVER`` (``lean`` or ``asgi``); None: its default."""
     barge_every: int = 5
     """Every n-th call barges in once (0: never)."""
     log_level: str = "INFO"
@@ -251,6 +253,8 @@ class LoadBench:
             "BRIDGE_MAX_CALLS": str(self.o.calls + 50),
             "LOG_LEVEL": self.o.log_level,
         })
+        if self.o.stream_server is not None:
+            env["BRIDGE_STREAM_SERVER"] = self.o.stream_server
         for name in ("AGENT_GREETING", "BRIDGE_TAPES_DIR", "BRIDGE_AGENTS_FILE"):
             env.pop(name, None)
         return env

@@ -150,17 +150,37 @@ def ratios(this: dict[str, Any], ref: dict[str, Any]) -> dict[str, float | None]
     return out
 
 
-def run_pair(opts: BenchOptions, ref_dir: str, ref_python: str) -> dict[str, Any]:
-    """One pair: host marker, this bridge, the reference, host marker."""
+def reference_options(opts: BenchOptions, ref_dir: str, ref_python: str) -> BenchOptions:
+    """The same load, pinning and duration as ``opts``, aimed at the reference sample."""
+    return replace(opts, reference_dir=str(Path(ref_dir).resolve()),
+                   reference_python=ref_python, ws=None, loop=None, http=None,
+                   json_lib=None, lean_stream=False, stream_server=None, profile=None)
+
+
+def run_pair(opts: BenchOptions, ref_dir: str, ref_python: str,
+             floor: bool = False) -> dict[str, Any]:
+    """One pair: host marker, this bridge, the reference, (the floor,) host marker."""
     marker_before = host_marker_us(opts.bridge_cpu)
     this = run_bench(opts)
-    ref_opts = replace(opts, reference_dir=str(Path(ref_dir).resolve()),
-                       reference_python=ref_python, ws=None, loop=None, http=None,
-                       json_lib=None, lean_stream=False, profile=None)
-    ref = run_bench(ref_opts)
-    marker_after = host_marker_us(opts.bridge_cpu)
-    return {"this": this, "reference": ref, "ratios": ratios(this, ref),
-            "host_marker_us_per_frame": [marker_before, marker_after]}
+    ref = run_bench(reference_options(opts, ref_dir, ref_python))
+    pair: dict[str, Any] = {"this": this, "reference": ref, "ratios": ratios(this, ref)}
+    if floor:
+        from bridge.devtools.bench.floor import floor_bench
+
+        pair["floor"] = floor_bench(opts.calls, opts.duration, opts.bridge_cpu,
+                                    opts.gen_cpu).as_dict()
+    pair["host_marker_us_per_frame"] = [marker_before, host_marker_us(opts.bridge_cpu)]
+    return pair
+
+
+def floor_line(pair: dict[str, Any]) -> str:
+    """How far above the floor each bridge is, and the most any bridge could gain."""
+    low = pair["floor"]["cpu_ms_per_call_s"]
+    ref = pair["reference"]["cpu_ms_per_call_s"]
+    this = pair["this"]["cpu_ms_per_call_s"]
+    return (f"bench: floor: cpu_ms_per_call_s reference/floor {ref}/{low}={ref / low:.2f}x "
+            f"this/floor {this}/{low}={this / low:.2f}x "
+            f"(reference/floor is the most any bridge moving these messages could reach)")
 
 
 def _fmt(v: float | None) -> str:
@@ -183,9 +203,16 @@ def ratio_line(pair: dict[str, Any], prefix: str = "bench: reference/this",
 
 
 def pair_lines(pair: dict[str, Any]) -> list[str]:
-    return [summary_line(pair["this"]).replace("bench:", "bench[this]:", 1),
-            summary_line(pair["reference"]).replace("bench:", "bench[reference]:", 1),
-            ratio_line(pair)]
+    lines = [summary_line(pair["this"]).replace("bench:", "bench[this]:", 1),
+             summary_line(pair["reference"]).replace("bench:", "bench[reference]:", 1)]
+    if "floor" in pair:
+        from bridge.devtools.bench.floor import FloorResult
+
+        lines.append(FloorResult(**pair["floor"]).line())
+    lines.append(ratio_line(pair))
+    if "floor" in pair:
+        lines.append(floor_line(pair))
+    return lines
 
 
 def median_pair(pairs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -54,9 +54,10 @@ def local_settings(realtime_url: str, port: int, auth_token: str, **env: str) ->
 class LocalBridge:
     """The bridge app served on 127.0.0.1 for the duration of an ``async with``."""
 
-    lean_stream_default = False
-    """``lean_stream`` when not given: tests flip it to rerun whole-call tests on the lean
-    Media Streams path (``bridge.web.lean_stream``) without changing them."""
+    lean_stream_default: bool | None = None
+    """``lean_stream`` when not given; None follows the settings' ``stream_server``, which
+    is ``serve``'s (lean unless ``BRIDGE_STREAM_SERVER=asgi``).  Tests set it to rerun
+    whole-call tests on the other path without changing them."""
 
     def __init__(
         self,
@@ -68,13 +69,17 @@ class LocalBridge:
         settings: Settings | None = None,
         lean_stream: bool | None = None,
     ) -> None:
-        self.lean_stream = self.lean_stream_default if lean_stream is None else lean_stream
         self.auth_token = auth_token or secrets.token_hex(16)
         self._sock = free_socket()
         self.port = self._sock.getsockname()[1]
         self.settings = settings or local_settings(
             realtime_url, self.port, self.auth_token, **(env or {})
         )
+        if lean_stream is None:
+            lean_stream = self.lean_stream_default
+        if lean_stream is None:
+            lean_stream = self.settings.stream_server == "lean"
+        self.lean_stream = lean_stream
         self._services = services
         self.server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
