@@ -52,9 +52,11 @@ def test_every_config_problem_is_listed_without_a_traceback() -> None:
                 "PUBLIC_URL": "ftp://x",
                 "BRIDGE_MAX_CALLS": "many",
                 "TRANSFER_NUMBERS": "555-1234",
+                "BRIDGE_STREAM_SERVER": "nginx",
             }
         )
-    assert len(error.value.problems) == 6
+    assert len(error.value.problems) == 7
+    assert any("BRIDGE_STREAM_SERVER" in p for p in error.value.problems)
 
 
 def test_serve_refuses_to_start_without_keys_and_says_why() -> None:
@@ -229,5 +231,7 @@ def test_sigterm_drains_refuses_new_calls_and_ends_live_ones(tmp_path: Path) -> 
                     proc.kill()
                 output = proc.stdout.read() if proc.stdout else ""
                 assert "Traceback" not in output, output
+                # The drain above ran on serve's default Media Streams path.
+                assert "media streams served by the lean path" in output, output
 
     asyncio.run(scenario())
