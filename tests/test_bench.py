@@ -54,3 +54,21 @@ def test_resampler_micro_benchmark_prints_its_figures(capsys: pytest.CaptureFixt
     assert abs(delay - 2.958) < 0.01  # measured from the impulse response
     assert rejection < -60
     assert "down, 100 ms deltas" in out
+
+
+def test_floor_forwarder_moves_every_byte_and_reports_its_cpu() -> None:
+    """The floor is only meaningful if it really carries the load's traffic, both ways."""
+    from bridge.devtools.bench import floor
+
+    result = floor.floor_bench(calls=3, duration=2.0, forwarder_cpu=None, gen_cpu=None)
+    up_per_s = floor.CALLER_FRAMES_PER_S * floor.CALLER_FRAME_BYTES + (
+        floor.MARK_ECHOES_PER_S * floor.MARK_ECHO_BYTES)
+    down_per_s = floor.MODEL_DELTAS_PER_S * floor.MODEL_DELTA_BYTES + (
+        floor.MODEL_OTHER_EVENTS_PER_S * floor.MODEL_OTHER_EVENT_BYTES)
+    expected_up = 3 * up_per_s * result.window_s
+    expected_down = 3 * down_per_s * result.window_s
+    # Forwarded on the sockets' own schedule: within a fifth of the nominal rate.
+    assert 0.8 * expected_up <= result.bytes_up <= 1.2 * expected_up
+    assert 0.8 * expected_down <= result.bytes_down <= 1.2 * expected_down
+    assert result.cpu_ms_per_call_s > 0
+    assert result.line().startswith("bench[floor]: calls=3 ")
