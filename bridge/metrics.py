@@ -112,11 +112,6 @@ class Metrics:
         self.model_connects = Counter(
             "bridge_model_connects", "Model connections taken for calls", registry=r
         )
-        self.model_reconnects = Counter(
-            "bridge_model_reconnects",
-            "Model connections opened again for a call that already had one",
-            registry=r,
-        )
         self.preconnect = Counter(
             "bridge_preconnect",
             "Streams that found a pre-opened model socket on this replica (hit) or not (miss)",

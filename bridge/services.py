@@ -82,7 +82,7 @@ def tokens_ledger(store: CallStore | None) -> TokenClaims:
 
 
 class MeteredBackend:
-    """A model backend whose connects are measured: time, pre-connect hits, reconnects."""
+    """A model backend whose connects are measured: time and pre-connect hits."""
 
     def __init__(self, backend: ModelBackend, connector: ModelConnector, metrics: Metrics):
         self.backend = backend
@@ -93,9 +93,10 @@ class MeteredBackend:
     async def connect(self, info: StreamInfo) -> ModelConnection:
         metrics = self.metrics
         started = time.perf_counter()
-        if info.call_sid in self._connected:
-            metrics.model_reconnects.inc()
-        else:
+        # Only a call's first connect can find the webhook's pre-opened socket.  Repeat
+        # connects are counted by the core, by cause (bridge_reconnects_total{cause}),
+        # which tells a reconnect from a rollover's standby.
+        if info.call_sid not in self._connected:
             hit = self.connector.is_warm(info.call_sid)
             metrics.preconnect.labels("hit" if hit else "miss").inc()
         connection = await self.backend.connect(info)
