@@ -53,6 +53,7 @@ def observed_frame(action: Observed | TranscriptLine) -> str:
                     "end_ms": action.end_ms,
                     "interrupted": action.interrupted,
                     "item_id": action.item_id,
+                    "seq": action.seq,
                     "final": True,
                 },
             }
@@ -102,7 +103,7 @@ class CallTap:
                     self.call_id,
                     {"type": "transcript", "speaker": value.speaker, "text": value.text,
                      "start_ms": value.start_ms, "end_ms": value.end_ms,
-                     "interrupted": value.interrupted},
+                     "interrupted": value.interrupted, "seq": value.seq},
                 )
             else:
                 self.bus.moment(
