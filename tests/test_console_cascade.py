@@ -90,7 +90,7 @@ async def test_the_console_streams_and_serves_each_cascade_turns_latency(tmp_pat
     # The first answer's turn was measured end to end: every span is there.
     first = live[0]
     assert all(isinstance(first[k], int) for k in LATENCY_SPANS[:5]), first
-    assert first["speech_stopped_to_transcript"] >= 60 / 2
+    assert first["speech_stopped_to_transcript"] > 0  # (its size: test_cascade_e2e)
     assert first["speech_stopped_to_first_audio_out"] >= sum(
         first[k] for k in LATENCY_SPANS[:4]) - 4  # rounded per span
     # Past call: the API carries the same breakdown per response.
