@@ -223,3 +223,29 @@ async def test_a_stage_failing_mid_stream_gives_the_caller_an_apology_not_silenc
     assert errors._value.get() == 1  # noqa: SLF001 - prometheus-client has no public getter
     # The call went on: the bridge did not hang up on a failed stage.
     assert out.result.closed_by == "caller"
+
+
+async def test_the_stored_line_of_an_interrupted_turn_is_the_heard_text_the_llm_gets() -> None:
+    # The reply's second piece ("Monday to Friday, ...") is playing at the barge-in.
+    # The cascade sends a piece's whole text as its audio starts, so the core's own
+    # heard-share cut of the item's text would claim words the caller never heard;
+    # the backend's answer to the truncate (the words it kept) must be what is stored.
+    out = await cascade_call([(200, QUESTION), (7400, INTERRUPT)], duration_ms=10000)
+    full = clip_text("agent_reply")
+    first_piece = full[: full.index("evening,") + len("evening,")]
+    later = out.chat_messages(1)
+    assert later[-1] == {"role": "user", "content": clip_text("caller_interrupt")}
+    (assistant,) = [m for m in later if m["role"] == "assistant"]
+    kept = assistant["content"]
+    # Cut inside the second piece: all of the first, some but not all of the second.
+    assert kept.startswith(first_piece + " ") and len(kept) > len(first_piece) + 1, kept
+    assert "Saturdays" not in kept, kept
+    line = [t for t in out.record.turns if t.speaker == "agent"][0]
+    assert line.interrupted
+    assert line.text == kept
+    # Nothing from after the cut: the line is a prefix of the reply, ending where it did.
+    assert full.startswith(line.text) and full[len(line.text)] == " "
+    # The caller's own playback agrees: the stored line is no longer than what played.
+    clear = out.result.clears[0]
+    heard_ms = (clear.played_position - out.result.media[0].position) / 8
+    assert len(line.text) <= heard_ms / 60 + 1, (heard_ms, line.text)

@@ -168,6 +168,17 @@ def test_the_cascade_tape_holds_typed_cascade_events_and_replays_the_same_twice(
     assert all(isinstance(f["usage"]["cascade_latency_ms"], dict) for f in finished)
     outputs = [r.get("kind") for r in tape.outputs]
     assert "clear" in outputs and "conversation.item.truncate" in outputs
+    # Each truncated turn's line ends up (last write under its seq) as the words the
+    # cascade kept for the LLM, which the tape holds as AgentItemTruncated.
+    kept = {r["data"]["item_id"]: r["data"]["text"] for r in events
+            if r["type"] == "AgentItemTruncated"}
+    assert kept
+    lines: dict[int, dict[str, object]] = {}
+    for r in tape.outputs:
+        if r.get("kind") == "transcript":
+            lines[r["data"]["seq"]] = r["data"]
+    stored = {line["item_id"]: line["text"] for line in lines.values() if line["interrupted"]}
+    assert stored == kept
     assert outputs[-1] == "end_call"
     first, second = replay(TAPE), replay(TAPE)
     assert first.ok, first.report()

@@ -119,6 +119,31 @@ def test_barge_in_mid_reply_truncates_at_what_was_heard() -> None:
     )
 
 
+def test_the_backends_heard_text_restates_the_truncated_line_under_its_seq() -> None:
+    call = ScriptedCall()
+    call.start()
+    call.response_created()
+    names = [marks(call.delta("item_a", 800))[0] for _ in range(4)]
+    # The whole text came first (as a cascade sends a sentence when its audio starts).
+    call.model("response.output_audio_transcript.done", item_id="item_a",
+               transcript="one two three four five six seven eight")
+    call.mark(names[0])
+    call.mark(names[1])
+    out = call.at(500).speech_started()
+    cut = next(a for a in out if isinstance(a, TranscriptLine))
+    assert cut.text == "one two three four"  # the core's heard-share estimate
+    # A Realtime-style answer without text changes nothing.
+    assert call.event(ev.AgentItemTruncated("item_a")) == []
+    fixed = call.event(ev.AgentItemTruncated("item_a", "one two three "))
+    assert fixed == [
+        TranscriptLine("agent", "one two three", cut.start_ms, cut.end_ms, True, "item_a", cut.seq)
+    ]
+    assert call.core.transcript.history[cut.seq - 1] == fixed[0]  # what a new session is seeded
+    # Once only, and never for an item the core did not truncate.
+    assert call.event(ev.AgentItemTruncated("item_a", "one")) == []
+    assert call.event(ev.AgentItemTruncated("item_zz", "one")) == []
+
+
 def test_barge_in_before_any_echo_truncates_at_zero() -> None:
     call = ScriptedCall()
     call.start()

@@ -15,7 +15,8 @@ the events a Realtime server would, in the order it would:
 * caller speech during a response cancels it like ``interrupt_response=true``:
   the LLM and TTS streams are closed, no more audio is emitted, and the response
   finishes ``cancelled``; the core's ``TruncateItem`` then cuts the agent's turn in
-  the history to what the caller heard (``heard``);
+  the history to what the caller heard (``heard``), answered by ``AgentItemTruncated``
+  with those words, so the call's stored transcript line says the same;
 * a stage failing mid-response ends the response ``failed`` with a
   ``ModelErrorReported`` first, after the audio already synthesised has gone out
   and then the bridge's bundled apology prompt, so the caller never gets silence.
@@ -67,6 +68,7 @@ from bridge.core.actions import (
 from bridge.core.events import (
     AgentAudio,
     AgentAudioDone,
+    AgentItemTruncated,
     AgentTextDelta,
     AgentTextDone,
     CallerTranscribed,
@@ -557,6 +559,9 @@ class CascadeConnection:
             with contextlib.suppress(ValueError):
                 self._history.remove(item.message)
         item.pieces = [p for p in item.pieces if p.start_ms < audio_end_ms]
+        # Like the Realtime API's conversation.item.truncated, with the words kept: the
+        # core's stored transcript line becomes exactly what the LLM will be told.
+        self._emit(AgentItemTruncated(item_id, heard))
 
     # -- helpers
 

@@ -207,6 +207,7 @@ class Call:
             ev.ResponseStarted: self._on_response_started,
             ev.AgentAudioDone: self._on_audio_done,
             ev.AgentTextDone: self._on_text_done,
+            ev.AgentItemTruncated: self._on_item_truncated,
             ev.ToolCallRequested: self._on_tool_call,
             ev.ResponseFinished: self._on_response_finished,
             ev.ModelErrorReported: self._on_model_error,
@@ -562,8 +563,15 @@ class Call:
                 self.call_ms(now),
                 {"item_id": playback.item_id, "heard_ms": heard_ms},
             ),
-            self.transcript.agent_line(self.ledger, playback, start, interrupted=True),
+            self.transcript.truncated_line(self.ledger, playback, start),
         ]
+
+    def _on_item_truncated(self, event: ev.AgentItemTruncated, now: int) -> list[Action]:
+        """The backend says which words it kept: the stored line says the same."""
+        if event.text is None:
+            return []
+        line = self.transcript.heard_as(event.item_id, event.text)
+        return [line] if line is not None else []
 
     def _on_speech_stopped(self, event: ev.SpeechStopped, now: int) -> list[Action]:
         at = self._on_call_clock(event.audio_end_ms, now)

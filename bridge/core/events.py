@@ -190,6 +190,20 @@ class AgentTextDone:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentItemTruncated:
+    """The backend cut an agent item after ``TruncateItem`` (the Realtime GA API answers
+    with ``conversation.item.truncated``).
+
+    ``text`` is the item's text as the backend now keeps it, i.e. what it takes the
+    caller to have heard, when the backend knows that better than the core's estimate
+    (the cascade maps heard milliseconds to words through each sentence's own audio
+    length); None when it does not (the core's heard-share cut stands)."""
+
+    item_id: str
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallRequested:
     call_id: str
     name: str
@@ -329,6 +343,7 @@ ModelEvent = (
     | AgentAudioDone
     | AgentTextDelta
     | AgentTextDone
+    | AgentItemTruncated
     | ToolCallRequested
     | ResponseFinished
     | ModelErrorReported

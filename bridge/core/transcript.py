@@ -11,7 +11,7 @@ written by several processes (or replayed) keep their order.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bridge.core.actions import TranscriptLine
 from bridge.core.ledger import ItemPlayback, PlaybackLedger
@@ -40,6 +40,7 @@ class Transcript:
         self.agent: dict[str, AgentText] = {}
         self.speech: dict[str, list[int]] = {}  # caller item -> [start_ms, end_ms]
         self.dropped: set[str] = set()  # agent items cut by a barge-in: later text ignored
+        self.truncated: dict[str, int] = {}  # item cut by a truncate -> its line's index
         self.lines = 0
         self.history: list[TranscriptLine] = []
 
@@ -92,6 +93,31 @@ class Transcript:
         return self._line(
             "agent", text, start_ms, start_ms + heard_ms, interrupted, playback.item_id
         )
+
+    def truncated_line(
+        self, ledger: PlaybackLedger, playback: ItemPlayback, start_ms: int
+    ) -> TranscriptLine:
+        """The interrupted line of an item the model is told to truncate: kept findable,
+        since the backend may answer with the text it really kept (``heard_as``)."""
+        line = self.agent_line(ledger, playback, start_ms, interrupted=True)
+        self.truncated[playback.item_id] = len(self.history) - 1
+        return line
+
+    def heard_as(self, item_id: str, text: str) -> TranscriptLine | None:
+        """Restate a truncated item's line with the backend's heard text.
+
+        The line keeps its ``seq`` (the store upserts by it, the console replaces the
+        line), so the record says what the model's history says; None when there is
+        no such line or its text already agrees."""
+        index = self.truncated.pop(item_id, None)
+        if index is None:
+            return None
+        line = self.history[index]
+        text = text.strip()
+        if text == line.text:
+            return None
+        line = self.history[index] = replace(line, text=text)
+        return line
 
     def settled(
         self, ledger: PlaybackLedger, start_of: Callable[[ItemPlayback], int]

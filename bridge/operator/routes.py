@@ -42,6 +42,7 @@ from bridge.operator.softphone import SoftphoneProtocol
 from bridge.operator.tap import CallTap
 from bridge.recordings.files import recording_path, sweep, write_recording
 from bridge.recordings.playout import PlayoutRecorder
+from bridge.store.records import LATENCY_SPANS
 from bridge.twilio.twiml import PARAM_TOKEN as STREAM_TOKEN_PARAM
 
 if TYPE_CHECKING:
@@ -341,8 +342,8 @@ class Operator:
         body = _summary(record)
         body["tape"] = self._tape_path(call_id) is not None
         body["turns"] = [
-            {"speaker": t.speaker, "text": t.text, "start_ms": t.start_ms, "end_ms": t.end_ms,
-             "interrupted": t.interrupted}
+            {"seq": t.seq, "speaker": t.speaker, "text": t.text, "start_ms": t.start_ms,
+             "end_ms": t.end_ms, "interrupted": t.interrupted}
             for t in record.turns
         ]
         totals = record.totals
@@ -354,6 +355,14 @@ class Operator:
             "audio_out_s": round(totals.audio_out_s, 2),
             "cost_usd": round(totals.cost_usd, 6),
         }
+        # Per cascade turn: end of speech -> transcript -> first token -> first TTS audio
+        # -> first audio to Twilio (ms; None where a step did not happen).
+        body["latency"] = [
+            {"response_id": r.response_id, "status": r.status,
+             **{span: r.latency_ms.get(span) for span in LATENCY_SPANS}}
+            for r in record.responses
+            if r.latency_ms
+        ]
         return JSONResponse(body, headers=_NO_STORE)
 
     async def recording(self, request: Request) -> Response:

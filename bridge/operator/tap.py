@@ -28,6 +28,7 @@ from bridge.core.actions import (
     Observed,
     PlayAudio,
     TranscriptLine,
+    Usage,
 )
 from bridge.core.stream import StreamInfo
 from bridge.operator.bus import EventBus, LiveCall
@@ -53,6 +54,7 @@ def observed_frame(action: Observed | TranscriptLine) -> str:
                     "end_ms": action.end_ms,
                     "interrupted": action.interrupted,
                     "item_id": action.item_id,
+                    "seq": action.seq,
                     "final": True,
                 },
             }
@@ -102,7 +104,7 @@ class CallTap:
                     self.call_id,
                     {"type": "transcript", "speaker": value.speaker, "text": value.text,
                      "start_ms": value.start_ms, "end_ms": value.end_ms,
-                     "interrupted": value.interrupted},
+                     "interrupted": value.interrupted, "seq": value.seq},
                 )
             else:
                 self.bus.moment(
@@ -170,9 +172,24 @@ class CallTap:
                 self.bus.call_started(
                     LiveCall(info.call_sid, self.leg, caller, agent, self.started_wall)
                 )
+        elif kind is Usage:
+            self._latency(now, action)  # type: ignore[arg-type]
         elif kind is EndCall:
             self.end_reason = action.reason  # type: ignore[union-attr]
             self._observe("ended", now, reason=self.end_reason)
+
+    def _latency(self, now: int, usage: Usage) -> None:
+        """A cascade turn's latency breakdown, as its own timeline entry.
+
+        The cascade reports it in the response's usage (the store keeps it there too),
+        so the console shows per turn where the time went (STT, LLM, TTS, the bridge)
+        without the core learning a cascade-only event."""
+        spans = usage.usage.get("cascade_latency_ms")
+        if not isinstance(spans, dict):
+            return
+        data: dict[str, Any] = {"response_id": usage.response_id, "status": usage.status}
+        data.update({k: v for k, v in spans.items() if isinstance(v, int) or v is None})
+        self._observe("latency_breakdown", now, **data)
 
     def close(self) -> None:
         if self._closed:

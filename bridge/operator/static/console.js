@@ -3,12 +3,26 @@
 import { drawWaveform } from "./waveform.js";
 
 const $ = (id) => document.getElementById(id);
-const debug = { live: [], events: [], opened: null, waveform: null, detailEvents: 0 };
+const debug = {
+  live: [], events: [], opened: null, waveform: null, detailEvents: 0, latency: null,
+};
 window.consoleDebug = debug;
 
 const live = new Map();
 let detailStream = null;
 let detailId = null;
+let detailLines = new Map(); // seq -> transcript element: a restated line replaces its own
+
+// A cascade turn's latency breakdown, in pipeline order: [key, label].
+const SPANS = [
+  ["speech_stopped_to_transcript", "transcript"],
+  ["transcript_to_first_token", "1st LLM token"],
+  ["first_token_to_first_tts_audio", "1st TTS audio"],
+  ["first_tts_audio_to_first_audio_out", "1st audio to Twilio"],
+  ["speech_stopped_to_first_audio_out", "turn"],
+  ["response_started_to_first_audio_out", "from request"],
+];
+const ms = (v) => (v == null ? "–" : `${v} ms`);
 
 function cell(row, text) {
   const td = document.createElement("td");
@@ -75,18 +89,48 @@ function resetDetail(callId, state) {
   $("detail-state").textContent = state;
   $("detail-transcript").replaceChildren();
   $("detail-timeline").replaceChildren();
+  detailLines = new Map();
+  $("latency").hidden = true;
+  $("latency-rows").replaceChildren();
   $("recording").hidden = true;
   $("tape-link").hidden = true;
   $("usage").textContent = "";
 }
 
 function transcriptLine(entry) {
-  const el = document.createElement("div");
+  let el = entry.seq ? detailLines.get(entry.seq) : null;
+  if (!el) {
+    el = document.createElement("div");
+    el.innerHTML = `<span class="who"></span><span class="text"></span>`;
+    $("detail-transcript").append(el);
+    if (entry.seq) detailLines.set(entry.seq, el);
+  }
   el.className = `line ${entry.speaker}` + (entry.interrupted ? " interrupted" : "");
-  el.innerHTML = `<span class="who"></span><span class="text"></span>`;
   el.querySelector(".who").textContent = entry.speaker;
   el.querySelector(".text").textContent = entry.text;
-  $("detail-transcript").append(el);
+}
+
+function latencyText(d) {
+  // end of speech → transcript → first LLM token → first TTS audio → first audio out
+  const steps = SPANS.slice(0, 4).map(([key, label]) => `${label} +${ms(d[key])}`);
+  const turn = d.speech_stopped_to_first_audio_out;
+  const total = turn != null ? `turn ${turn} ms`
+    : `from request ${ms(d.response_started_to_first_audio_out)}`;
+  return `latency ${d.response_id}: ${steps.join(" → ")} (${total})`;
+}
+
+function showLatency(rows) {
+  const body = $("latency-rows");
+  body.replaceChildren();
+  for (const d of rows) {
+    const row = document.createElement("tr");
+    row.dataset.responseId = d.response_id;
+    cell(row, short(d.response_id)).title = d.response_id;
+    for (const [key] of SPANS) cell(row, d[key]);
+    body.append(row);
+  }
+  $("latency").hidden = rows.length === 0;
+  debug.latency = rows;
 }
 
 function describe(event) {
@@ -98,6 +142,7 @@ function describe(event) {
     case "clear": return "barge-in: clear sent to the caller's playback";
     case "barge_in": return `truncate ${d.item_id} at heard ${d.heard_ms} ms`;
     case "turn_latency": return `turn latency ${d.ms} ms`;
+    case "latency_breakdown": return latencyText(d);
     case "tool_call": return `tool call ${d.name}(${d.arguments || ""})`;
     case "tool_result": return `tool result ${d.output || ""}`;
     case "dtmf": return `DTMF ${d.digit}`;
@@ -151,6 +196,7 @@ async function loadRecorded(callId, withTranscript = false) {
   const call = await response.json();
   if (callId !== detailId) return;
   if (withTranscript) for (const turn of call.turns) transcriptLine(turn);
+  showLatency(call.latency || []);
   const u = call.usage;
   $("usage").textContent = `${call.turns.length} turns · ${u.responses} responses · ` +
     `${u.input_tokens} in / ${u.output_tokens} out tokens · audio ${u.audio_in_s} s in, ` +

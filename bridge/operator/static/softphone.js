@@ -252,16 +252,26 @@ function line(speaker, text) {
   return el;
 }
 
+// Final lines by call and seq: a line can be restated (a truncated agent turn, once
+// the backend says which words it kept), and then replaces the one shown.
+const finals = new Map();
+
 function showTranscript(entry) {
   debug.transcripts.push(entry);
   let el = entry.item_id ? partials.get(entry.item_id) : null;
-  if (el) {
+  const key = entry.seq ? `${call && call.id}:${entry.seq}` : null;
+  const shown = key ? finals.get(key) : null;
+  if (shown) {
+    el = shown;
+    el.querySelector(".text").textContent = entry.text;
+  } else if (el) {
     partials.delete(entry.item_id);
     el.classList.remove("partial");
     el.querySelector(".text").textContent = entry.text;
   } else {
     el = line(entry.speaker, entry.text);
   }
+  if (key) finals.set(key, el);
   el.classList.toggle("interrupted", !!entry.interrupted);
   scroll();
 }
