@@ -38,7 +38,7 @@ from bridge.call.asgi_socket import AsgiCallerSocket
 from bridge.config import VOICES, Settings
 from bridge.operator.access import COOKIE_NAME, OperatorAccess
 from bridge.operator.bus import EventBus
-from bridge.operator.softphone import SoftphoneProtocol
+from bridge.operator.softphone import SoftphoneProtocol, choose_encoding
 from bridge.operator.tap import CallTap
 from bridge.recordings.files import recording_path, sweep, write_recording
 from bridge.recordings.playout import PlayoutRecorder
@@ -265,9 +265,17 @@ class Operator:
         if services.draining or services.at_capacity:
             await websocket.close(code=1013)
             return
-        await websocket.accept()
+        offered = [str(s) for s in websocket.scope.get("subprotocols") or []]
+        choice = choose_encoding(offered, self.settings.softphone_audio)
+        if choice is None:
+            log.warning("refused a softphone socket: it offers no audio encoding the bridge "
+                        "speaks (%s)", ", ".join(o[:40] for o in offered[:4]))
+            await websocket.close(code=1008)
+            return
+        encoding, subprotocol = choice
+        await websocket.accept(subprotocol=subprotocol)
         await services.serve_stream(
-            AsgiCallerSocket(websocket), SoftphoneProtocol(services.json_loads)
+            AsgiCallerSocket(websocket), SoftphoneProtocol(services.json_loads, encoding)
         )
 
     # -------------------------------------------------------------- console
