@@ -254,23 +254,32 @@ class Operator:
     async def softphone_ws(self, websocket: WebSocket) -> None:
         services = self.services
         session = self.session_of(websocket)
-        grant = self.gate.redeem_ticket(
+        offered = [str(s) for s in websocket.scope.get("subprotocols") or []]
+        choice = choose_encoding(offered, self.settings.softphone_audio)
+        grant = await self.gate.redeem_ticket(
             websocket.query_params.get("ticket"), session, time.time()
         )
+        if grant.reason == "unavailable" and choice is not None:
+            # Not the page's fault, and it should say so: accept only to close with the
+            # reason (1013: try again later).  Nothing of the call is started.
+            log.error("refused a softphone socket: the ticket ledger cannot answer (%s)",
+                      grant.detail)
+            await websocket.accept(subprotocol=choice[1])
+            await websocket.close(code=1013, reason="ticket check unavailable: the "
+                                  "call database is not answering; try again")
+            return
         if session is None or not grant.ok:
             log.warning("refused a softphone socket: %s",
                         "no session" if session is None else grant.reason)
             await websocket.close(code=1008)  # before accept: the handshake gets 403
             return
-        if services.draining or services.at_capacity:
-            await websocket.close(code=1013)
-            return
-        offered = [str(s) for s in websocket.scope.get("subprotocols") or []]
-        choice = choose_encoding(offered, self.settings.softphone_audio)
         if choice is None:
             log.warning("refused a softphone socket: it offers no audio encoding the bridge "
                         "speaks (%s)", ", ".join(o[:40] for o in offered[:4]))
             await websocket.close(code=1008)
+            return
+        if services.draining or services.at_capacity:
+            await websocket.close(code=1013)
             return
         encoding, subprotocol = choice
         await websocket.accept(subprotocol=subprotocol)
@@ -479,4 +488,7 @@ def install(services: BridgeServices) -> Operator | None:
     token = settings.operator_token
     if not token and not settings.recordings_dir:
         return None
-    return Operator(services, OperatorAccess(token) if token else None)
+    # The softphone's tickets share the stream tokens' single-use ledger (the store's
+    # database when there is one), so a ticket works once across the whole fleet.
+    access = OperatorAccess(token, claims=services.claims) if token else None
+    return Operator(services, access)

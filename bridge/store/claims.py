@@ -27,6 +27,12 @@ _CLAIM = (
 _CLEANUP = "DELETE FROM stream_token_claims WHERE expires_ms <= ?"
 
 
+def _discard(task: asyncio.Future[object]) -> None:
+    """Collect an abandoned query's outcome, so it is never reported as unretrieved."""
+    if not task.cancelled():
+        task.exception()
+
+
 class StoreClaims:
     """:class:`~bridge.twilio.stream_token.TokenClaims` on a store :class:`Backend`."""
 
@@ -44,12 +50,18 @@ class StoreClaims:
 
         Bounded by ``timeout_s``: a database that hangs must not hold the caller in
         silence; it raises :class:`ClaimUnavailable` and the stream is refused."""
+        # Not ``wait_for``: it waits for the cancelled query to finish cancelling, and a
+        # driver cancelling against a frozen server (asyncpg opens a connection to send
+        # the cancel request) can take far longer than the bound.  The query is
+        # cancelled and left to wind down on its own.
+        query = asyncio.ensure_future(self.backend.fetch(_CLAIM, (token_id, expires_ms)))
+        done, _ = await asyncio.wait({query}, timeout=self.timeout_s)
+        if not done:
+            query.cancel()
+            query.add_done_callback(_discard)
+            raise ClaimUnavailable(f"no answer from the database in {self.timeout_s:g} s")
         try:
-            rows = await asyncio.wait_for(
-                self.backend.fetch(_CLAIM, (token_id, expires_ms)), self.timeout_s
-            )
-        except TimeoutError:
-            raise ClaimUnavailable(f"no answer from the database in {self.timeout_s:g} s") from None
+            rows = query.result()
         except Exception as exc:  # StoreError or a driver error: the message is scrubbed
             raise ClaimUnavailable(self.backend.describe(exc)) from None
         self._maybe_clean(now_ms)

@@ -305,6 +305,12 @@ function closed(socket, event) {
   $("hangup").disabled = true;
   $("call").disabled = false;
   if (!current || current.ended) { setStatus("Call ended"); return; }
+  if (event.code === 1013) {  // busy, draining, or its ticket ledger is not answering
+    current.ended = true;
+    showError(`The bridge cannot take the call now: ${event.reason || "try again later"}.`);
+    setStatus("Not connected");
+    return;
+  }
   if (!current.started) {
     showError(event.code === 1006 ? "The bridge refused the connection (session expired or ticket used)." : `Connection refused (${event.code}).`);
     setStatus("Not connected");
