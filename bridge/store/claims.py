@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 from bridge.store.base import Backend
 from bridge.twilio.stream_token import ClaimUnavailable
@@ -27,7 +28,7 @@ _CLAIM = (
 _CLEANUP = "DELETE FROM stream_token_claims WHERE expires_ms <= ?"
 
 
-def _discard(task: asyncio.Future[object]) -> None:
+def _discard(task: asyncio.Future[Any]) -> None:
     """Collect an abandoned query's outcome, so it is never reported as unretrieved."""
     if not task.cancelled():
         task.exception()
