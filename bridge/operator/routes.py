@@ -40,8 +40,8 @@ from bridge.operator.access import COOKIE_NAME, OperatorAccess
 from bridge.operator.bus import EventBus
 from bridge.operator.softphone import SoftphoneProtocol, choose_encoding
 from bridge.operator.tap import CallTap
-from bridge.recordings.files import recording_path, sweep, write_recording
-from bridge.recordings.playout import PlayoutRecorder
+from bridge.recordings.files import recording_path, repair_open_recordings, sweep
+from bridge.recordings.live import LiveRecording
 from bridge.twilio.twiml import PARAM_TOKEN as STREAM_TOKEN_PARAM
 
 if TYPE_CHECKING:
@@ -76,42 +76,61 @@ class Operator:
         self._last_sweep = 0.0
         self._writes: set[asyncio.Task[Any]] = set()
         services.call_sinks.append(self.tap_for)
+        if self.settings.recordings_dir:  # files a crash left open (see recordings.files)
+            repair_open_recordings(self.settings.recordings_dir)
 
     # ----------------------------------------------------------------- calls
 
     def tap_for(self, call: Call, leg: CallerProtocol) -> TapeSink | None:
         """The per-call observer: console timeline and recording."""
-        recorder = PlayoutRecorder() if self.settings.recordings_dir else None
+        recorder = None
+        if self.settings.recordings_dir:
+            recorder = LiveRecording()
         return CallTap(
             self.bus,
             leg=getattr(leg, "name", "twilio"),
             recorder=recorder,
             describe=self._describe,
             on_close=self._call_closed,
+            on_started=self._call_started,
         )
 
     def _describe(self, info: StreamInfo) -> tuple[str | None, str | None]:
         caller = info.custom_parameters.get("From")
         return caller, self.services.hooks.agent_for(info).name
 
+    def _call_started(self, tap: CallTap) -> None:
+        recording = tap.recorder
+        if recording is None or tap.call_id is None or not self.settings.recordings_dir:
+            return
+        call_id = tap.call_id
+        recording.open(recording_path(self.settings.recordings_dir, call_id, tap.started_wall))
+
+        def first_write(path: Path) -> None:
+            # From the first flush on, the record points at the file: a crash later in
+            # the call leaves a record whose recording plays up to the last flush.
+            store = self.services.store
+            if store is not None:
+                store.record_recording(call_id, str(path))
+
+        recording.on_first_write = first_write
+
     def _call_closed(self, tap: CallTap) -> None:
         if tap.recorder is None or tap.call_id is None or not self.settings.recordings_dir:
             return
-        caller, heard = tap.recorder.channels()
-        if not caller and not heard:
-            return
-        path = recording_path(self.settings.recordings_dir, tap.call_id, tap.started_wall)
         task = asyncio.get_running_loop().create_task(
-            self._save(tap.call_id, path, caller, heard), name="recording-write"
+            self._save(tap.call_id, tap.recorder), name="recording-write"
         )
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
-    async def _save(self, call_id: str, path: Path, caller: bytes, heard: bytes) -> None:
+    async def _save(self, call_id: str, recording: LiveRecording) -> None:
         try:
-            await asyncio.to_thread(write_recording, path, caller, heard)
+            path = await recording.finish()
         except OSError as exc:
             log.error("call %s: cannot write its recording: %s", call_id, exc)
+            return
+        if path is None:
             return
         store = self.services.store
         if store is not None:
