@@ -82,6 +82,11 @@ class LiveRecording:
             self._submit(self.recorder.take(horizon))
 
     @property
+    def pending_writes(self) -> int:
+        """Stretches taken but not yet on disk (more than one means the disk lags)."""
+        return len(self._pending)
+
+    @property
     def buffered_bytes(self) -> int:
         """Audio held in memory for this call (for the bounded-memory test and metrics)."""
         rec = self.recorder
