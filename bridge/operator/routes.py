@@ -266,6 +266,9 @@ class Operator:
                 # The stream token the bridge checks on ``start``, as Twilio's calls carry it.
                 "parameters": {STREAM_TOKEN_PARAM: self.services.mint_stream_token(call_id)},
                 "expires_in_s": self.gate.ticket_ttl_s,
+                # A hint, so the page can build its audio graph at the right rate before
+                # it dials; the WebSocket handshake is what actually decides.
+                "encoding": self.settings.softphone_audio,
             },
             headers=_NO_STORE,
         )

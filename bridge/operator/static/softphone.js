@@ -172,6 +172,7 @@ async function dial(attempt = 0, granted = null) {
       socket.close(1000, "audio unavailable");
       return;
     }
+    if (ws !== socket) return;  // closed (refused, or hung up) while the audio started
     send({ event: "connected", protocol: "Call", version: "1.0.0" });
     send({
       event: "start",
@@ -353,6 +354,10 @@ $("call").addEventListener("click", async () => {
     const grant = await ticket();
     if (!grant) return;
     await openMic();
+    // The ticket names the bridge's preferred encoding: the audio graph starts at its
+    // rate now, as the call's audio must not wait for it; the handshake confirms it.
+    const hinted = Object.values(CODECS).find((c) => c.name === grant.encoding);
+    await startAudio((hinted || CODECS["softphone.mulaw"]).rate);
     await dial(0, grant);
   } catch (error) {
     fail(error);
