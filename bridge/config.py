@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 Dialect = Literal["ga", "beta", "azure"]
 AudioMode = Literal["passthrough", "pcm16"]
+SoftphoneAudio = Literal["mulaw", "pcm16"]
 VadType = Literal["server_vad", "semantic_vad", "none"]
 BackendName = Literal["realtime", "cascade"]
 BACKENDS = ("realtime", "cascade")
@@ -169,6 +170,8 @@ class Settings:
     operator_token: Secret | None = None
     recordings_dir: str | None = None
     recordings_retention_days: int = 30
+    #: The softphone page's wire encoding when it offers both (see bridge.operator.softphone).
+    softphone_audio: SoftphoneAudio = "mulaw"
 
     @property
     def stream_url(self) -> str | None:
@@ -393,6 +396,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         operator_token=read.secret("BRIDGE_OPERATOR_TOKEN"),
         recordings_dir=read.text("BRIDGE_RECORDINGS_DIR"),
         recordings_retention_days=read.integer("BRIDGE_RECORDINGS_RETENTION_DAYS", 30, 0, 36500),
+        softphone_audio=read.choice("BRIDGE_SOFTPHONE_AUDIO", ("mulaw", "pcm16"), "mulaw"),  # type: ignore[arg-type]
         tool_filler_after_ms=read.integer("TOOL_FILLER_AFTER_MS", 3000, 0, 600_000),
         tool_filler_instructions=read.text("TOOL_FILLER_INSTRUCTIONS"),
         log_level=read.choice("LOG_LEVEL", ("debug", "info", "warning", "error"), "info").upper(),

@@ -27,8 +27,10 @@ from tests import browser
 pytestmark = pytest.mark.e2e
 
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
-#: AudioWorklet render quantum at 8 kHz: a clear takes effect at the next one.
-QUANTUM_MS = 128 / 8
+#: AudioWorklet render quantum (samples): a clear takes effect at the next one.
+QUANTUM = 128
+#: The page's wire (and AudioContext) rate per negotiated encoding.
+PAGE_RATE = {"mulaw": 8000, "pcm16": 24000}
 
 
 def _level(levels: list[dict[str, Any]], start: float, end: float, who: str = "agent") -> float:
@@ -46,7 +48,13 @@ def chromium_or_skip() -> None:
         pytest.skip(reason)
 
 
-async def test_softphone_call_and_live_console(tmp_path: Path, chromium_or_skip: None) -> None:
+@pytest.mark.parametrize("encoding", ["mulaw", "pcm16"])
+async def test_softphone_call_and_live_console(
+    tmp_path: Path, chromium_or_skip: None, encoding: str
+) -> None:
+    """The same call with either wire encoding: the bridge's setting picks among the
+    two the page offers; marks, clear and heard-ms truncation must not care."""
+    per_ms = PAGE_RATE[encoding] / 1000
     wav = tmp_path / "caller.wav"
     write_caller_wav(wav, CALLER_SCRIPT, 30_000)
     token = secrets.token_urlsafe(24)
@@ -63,6 +71,7 @@ async def test_softphone_call_and_live_console(tmp_path: Path, chromium_or_skip:
         "BRIDGE_RECORDINGS_DIR": str(recordings),
         "BRIDGE_TAPES_DIR": str(tmp_path / "tapes"),
         "DATABASE_URL": f"sqlite:///{tmp_path / 'calls.db'}",
+        "BRIDGE_SOFTPHONE_AUDIO": encoding,
     }
     async with sim, LocalBridge(sim.url, env=env) as bridge:
         async with browser.chromium(tmp_path / "profile", wav) as context:
@@ -92,7 +101,8 @@ async def test_softphone_call_and_live_console(tmp_path: Path, chromium_or_skip:
             )
             page: dict[str, Any] = await phone.evaluate("window.softphone")
             shown = await phone.inner_text("#transcript")
-            await phone.screenshot(path=str(SCREENSHOTS / "softphone.png"), full_page=True)
+            if encoding == "mulaw":
+                await phone.screenshot(path=str(SCREENSHOTS / "softphone.png"), full_page=True)
 
             # After the call: gone from the live list, in the past calls with its recording,
             # whose waveform the open detail view draws.
@@ -109,11 +119,16 @@ async def test_softphone_call_and_live_console(tmp_path: Path, chromium_or_skip:
             tape = await console.request.get(f"{bridge.base_url}/api/calls/{live_id}/tape")
             assert tape.ok and live_id in (await tape.body()).split(b"\n", 1)[0].decode()
             assert await console.is_visible("#tape-link")
-            await console.screenshot(path=str(SCREENSHOTS / "console.png"), full_page=True)
+            if encoding == "mulaw":
+                await console.screenshot(path=str(SCREENSHOTS / "console.png"), full_page=True)
         record = await bridge.services.store.get_call(live_id)  # type: ignore[union-attr]
         session = sim.last_connection.effective_session
 
     assert page["callIds"] == [live_id], "one call, no reconnect"
+    assert (page["encoding"], page["sampleRate"]) == (encoding, PAGE_RATE[encoding])
+    # Each chunk the core sent (mu-law 8 kHz) reached the page as exactly its samples at
+    # the page's rate: the leg's resampler keeps chunk boundaries, so marks stay put.
+    assert all(m["size"] % (PAGE_RATE[encoding] // 8000) == 0 for m in page["media"])
     assert page["errors"] == []
 
     # The page's voice choice reached the model's session.
@@ -127,7 +142,7 @@ async def test_softphone_call_and_live_console(tmp_path: Path, chromium_or_skip:
         m for m in media if m["position"] + m["size"] == first_reply_mark["position"]
     )
     greeting_at = media[0]["at"]
-    greeting_ms = len(load_clip("agent_greeting")) / 8
+    greeting_ms = len(load_clip("agent_greeting")) / 8  # the clip is mu-law 8 kHz
     assert _level(levels, greeting_at + 300, greeting_at + 3000) > 0.02
     # Silence between the greeting's end and the reply: the meter really follows playback.
     assert _level(levels, greeting_at + greeting_ms + 400, reply_media["at"] - 300) < 0.003
@@ -143,12 +158,12 @@ async def test_softphone_call_and_live_console(tmp_path: Path, chromium_or_skip:
 
     # -- barge-in: one clear, and a truncate matching the page's own playback ---------
     assert len(page["clears"]) == 1 and len(sim.truncations) == 1 and truncate.ok
-    chunk_ms = reply_media["size"] / 8
+    chunk_ms = reply_media["size"] / per_ms
     reply_start = reply_media["position"]
-    page_heard_ms = (clear["played"] - reply_start) / 8
+    page_heard_ms = (clear["played"] - reply_start) / per_ms
     # Marks make the bridge's figure a lower bound good to one chunk; the clear takes
     # effect in the worklet at its next render quantum.
-    assert 0 <= page_heard_ms - truncate.audio_end_ms <= chunk_ms + QUANTUM_MS, (
+    assert 0 <= page_heard_ms - truncate.audio_end_ms <= chunk_ms + QUANTUM / per_ms, (
         page_heard_ms, truncate.audio_end_ms, chunk_ms)
     flushed = [m for m in marks if m.get("cleared")]
     assert flushed and all(f":{truncate.item_id}:" in m["name"] for m in flushed)

@@ -21,16 +21,26 @@ Formats (ASCII)::
 Every MAC is HMAC-SHA256 with a key derived from the credential (HKDF, one block), so
 rotating the credential logs everyone out.  The MAC is checked first and compared in
 constant time; no other field is trusted before that.  ``now`` is passed in (seconds), so
-the class is clock-free and the tests deterministic.  The set of used tickets is kept in
-memory (bounded, expired ones evicted): with several instances a ticket is single-use
-per instance, and it expires within ``ticket_ttl_s`` anyway.
+the class is clock-free and the tests deterministic.
+
+Used tickets are claimed in the same ledger as Twilio's stream tokens
+(:class:`~bridge.twilio.stream_token.TokenClaims`): with a store, the call-record
+database's ``stream_token_claims`` table (``bridge.store.claims``), so a ticket redeemed
+on replica A is refused on replica B.  Same table, ids namespaced ``ticket:``, rather
+than a table of their own: the rule is identical (claim an id once, until an expiry),
+so the primary-key check, the expiry index and the background cleanup all serve both,
+and no schema migration has to reach every replica before the fleet is safe.  The ids
+cannot collide (a ticket id is 22 base64url characters behind the prefix; stream token
+ids carry none).  Only a ticket that passed every other check is claimed, so forged
+tickets never reach the database.  A ledger that cannot answer (``ClaimUnavailable``,
+bounded by the ledger's own timeout) refuses the ticket: admitting it could admit it
+twice.  Without a store the ledger is this process's memory.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import heapq
 import hmac
 import re
 import secrets
@@ -38,6 +48,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bridge.config import Secret
+from bridge.twilio.stream_token import ClaimUnavailable, LocalClaims, TokenClaims
 
 __all__ = ["OperatorAccess", "TicketGrant", "TicketProblem"]
 
@@ -50,8 +61,11 @@ _TICKET = re.compile(
 )
 
 TicketProblem = Literal[
-    "missing", "malformed", "bad signature", "expired", "replayed", "wrong session"
+    "missing", "malformed", "bad signature", "expired", "replayed", "wrong session",
+    "unavailable",
 ]
+#: Prefix of ticket ids in the shared claims ledger (beside Twilio stream token ids).
+CLAIM_NAMESPACE = "ticket:"
 
 
 def _b64(data: bytes) -> str:
@@ -70,6 +84,8 @@ class TicketGrant:
     ok: bool
     reason: TicketProblem | None = None
     call_id: str | None = None
+    detail: str | None = None
+    """Why the ledger could not answer ("unavailable" only); never holds the ticket."""
 
 
 class OperatorAccess:
@@ -82,6 +98,7 @@ class OperatorAccess:
         session_ttl_s: float = 8 * 3600,
         ticket_ttl_s: float = 30,
         max_used: int = 100_000,
+        claims: TokenClaims | None = None,
     ) -> None:
         if not credential:
             raise ValueError("an operator credential is required")
@@ -90,9 +107,7 @@ class OperatorAccess:
         self._ticket_key = _derive(credential, b"operator socket ticket")
         self.session_ttl_s = session_ttl_s
         self.ticket_ttl_s = ticket_ttl_s
-        self._used: dict[str, int] = {}
-        self._expiry: list[tuple[int, str]] = []
-        self._max_used = max_used
+        self.claims: TokenClaims = claims if claims is not None else LocalClaims(max_used)
 
     def __repr__(self) -> str:
         return "OperatorAccess(credential=Secret('***'))"
@@ -147,8 +162,10 @@ class OperatorAccess:
         )
         return f"{body}.{self._mac(self._ticket_key, body)}"
 
-    def redeem_ticket(self, ticket: str | None, session_id: str | None, now: float) -> TicketGrant:
-        """Check a ticket and use it up: it admits exactly one socket."""
+    async def redeem_ticket(
+        self, ticket: str | None, session_id: str | None, now: float
+    ) -> TicketGrant:
+        """Check a ticket and use it up: it admits exactly one socket, fleet-wide."""
         if not ticket:
             return TicketGrant(False, "missing")
         match = _TICKET.fullmatch(ticket)
@@ -165,18 +182,10 @@ class OperatorAccess:
             match.group(3), self._session_tag(session_id)
         ):
             return TicketGrant(False, "wrong session")
-        ticket_id = match.group(1)
-        self._evict(now_ms)
-        if ticket_id in self._used:
+        try:
+            first = await self.claims.claim(CLAIM_NAMESPACE + match.group(1), expires_ms, now_ms)
+        except ClaimUnavailable as exc:
+            return TicketGrant(False, "unavailable", detail=str(exc))
+        if not first:
             return TicketGrant(False, "replayed")
-        self._used[ticket_id] = expires_ms
-        heapq.heappush(self._expiry, (expires_ms, ticket_id))
-        while len(self._used) > self._max_used:  # bounded: forget the soonest to expire
-            _, oldest = heapq.heappop(self._expiry)
-            self._used.pop(oldest, None)
         return TicketGrant(True, None, match.group(4))
-
-    def _evict(self, now_ms: int) -> None:
-        while self._expiry and self._expiry[0][0] <= now_ms:
-            _, ticket_id = heapq.heappop(self._expiry)
-            self._used.pop(ticket_id, None)

@@ -38,10 +38,10 @@ from bridge.call.asgi_socket import AsgiCallerSocket
 from bridge.config import VOICES, Settings
 from bridge.operator.access import COOKIE_NAME, OperatorAccess
 from bridge.operator.bus import EventBus
-from bridge.operator.softphone import SoftphoneProtocol
+from bridge.operator.softphone import SoftphoneProtocol, choose_encoding
 from bridge.operator.tap import CallTap
-from bridge.recordings.files import recording_path, sweep, write_recording
-from bridge.recordings.playout import PlayoutRecorder
+from bridge.recordings.files import recording_path, repair_open_recordings, sweep
+from bridge.recordings.live import LiveRecording
 from bridge.store.records import LATENCY_SPANS
 from bridge.twilio.twiml import PARAM_TOKEN as STREAM_TOKEN_PARAM
 
@@ -77,42 +77,61 @@ class Operator:
         self._last_sweep = 0.0
         self._writes: set[asyncio.Task[Any]] = set()
         services.call_sinks.append(self.tap_for)
+        if self.settings.recordings_dir:  # files a crash left open (see recordings.files)
+            repair_open_recordings(self.settings.recordings_dir)
 
     # ----------------------------------------------------------------- calls
 
     def tap_for(self, call: Call, leg: CallerProtocol) -> TapeSink | None:
         """The per-call observer: console timeline and recording."""
-        recorder = PlayoutRecorder() if self.settings.recordings_dir else None
+        recorder = None
+        if self.settings.recordings_dir:
+            recorder = LiveRecording()
         return CallTap(
             self.bus,
             leg=getattr(leg, "name", "twilio"),
             recorder=recorder,
             describe=self._describe,
             on_close=self._call_closed,
+            on_started=self._call_started,
         )
 
     def _describe(self, info: StreamInfo) -> tuple[str | None, str | None]:
         caller = info.custom_parameters.get("From")
         return caller, self.services.hooks.agent_for(info).name
 
+    def _call_started(self, tap: CallTap) -> None:
+        recording = tap.recorder
+        if recording is None or tap.call_id is None or not self.settings.recordings_dir:
+            return
+        call_id = tap.call_id
+        recording.open(recording_path(self.settings.recordings_dir, call_id, tap.started_wall))
+
+        def first_write(path: Path) -> None:
+            # From the first flush on, the record points at the file: a crash later in
+            # the call leaves a record whose recording plays up to the last flush.
+            store = self.services.store
+            if store is not None:
+                store.record_recording(call_id, str(path))
+
+        recording.on_first_write = first_write
+
     def _call_closed(self, tap: CallTap) -> None:
         if tap.recorder is None or tap.call_id is None or not self.settings.recordings_dir:
             return
-        caller, heard = tap.recorder.channels()
-        if not caller and not heard:
-            return
-        path = recording_path(self.settings.recordings_dir, tap.call_id, tap.started_wall)
         task = asyncio.get_running_loop().create_task(
-            self._save(tap.call_id, path, caller, heard), name="recording-write"
+            self._save(tap.call_id, tap.recorder), name="recording-write"
         )
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
-    async def _save(self, call_id: str, path: Path, caller: bytes, heard: bytes) -> None:
+    async def _save(self, call_id: str, recording: LiveRecording) -> None:
         try:
-            await asyncio.to_thread(write_recording, path, caller, heard)
+            path = await recording.finish()
         except OSError as exc:
             log.error("call %s: cannot write its recording: %s", call_id, exc)
+            return
+        if path is None:
             return
         store = self.services.store
         if store is not None:
@@ -248,6 +267,9 @@ class Operator:
                 # The stream token the bridge checks on ``start``, as Twilio's calls carry it.
                 "parameters": {STREAM_TOKEN_PARAM: self.services.mint_stream_token(call_id)},
                 "expires_in_s": self.gate.ticket_ttl_s,
+                # A hint, so the page can build its audio graph at the right rate before
+                # it dials; the WebSocket handshake is what actually decides.
+                "encoding": self.settings.softphone_audio,
             },
             headers=_NO_STORE,
         )
@@ -255,20 +277,37 @@ class Operator:
     async def softphone_ws(self, websocket: WebSocket) -> None:
         services = self.services
         session = self.session_of(websocket)
-        grant = self.gate.redeem_ticket(
+        offered = [str(s) for s in websocket.scope.get("subprotocols") or []]
+        choice = choose_encoding(offered, self.settings.softphone_audio)
+        grant = await self.gate.redeem_ticket(
             websocket.query_params.get("ticket"), session, time.time()
         )
+        if grant.reason == "unavailable" and choice is not None:
+            # Not the page's fault, and it should say so: accept only to close with the
+            # reason (1013: try again later).  Nothing of the call is started.
+            log.error("refused a softphone socket: the ticket ledger cannot answer (%s)",
+                      grant.detail)
+            await websocket.accept(subprotocol=choice[1])
+            await websocket.close(code=1013, reason="ticket check unavailable: the "
+                                  "call database is not answering; try again")
+            return
         if session is None or not grant.ok:
             log.warning("refused a softphone socket: %s",
                         "no session" if session is None else grant.reason)
             await websocket.close(code=1008)  # before accept: the handshake gets 403
             return
+        if choice is None:
+            log.warning("refused a softphone socket: it offers no audio encoding the bridge "
+                        "speaks (%s)", ", ".join(o[:40] for o in offered[:4]))
+            await websocket.close(code=1008)
+            return
         if services.draining or services.at_capacity:
             await websocket.close(code=1013)
             return
-        await websocket.accept()
+        encoding, subprotocol = choice
+        await websocket.accept(subprotocol=subprotocol)
         await services.serve_stream(
-            AsgiCallerSocket(websocket), SoftphoneProtocol(services.json_loads)
+            AsgiCallerSocket(websocket), SoftphoneProtocol(services.json_loads, encoding)
         )
 
     # -------------------------------------------------------------- console
@@ -480,4 +519,7 @@ def install(services: BridgeServices) -> Operator | None:
     token = settings.operator_token
     if not token and not settings.recordings_dir:
         return None
-    return Operator(services, OperatorAccess(token) if token else None)
+    # The softphone's tickets share the stream tokens' single-use ledger (the store's
+    # database when there is one), so a ticket works once across the whole fleet.
+    access = OperatorAccess(token, claims=services.claims) if token else None
+    return Operator(services, access)

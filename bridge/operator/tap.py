@@ -5,8 +5,9 @@ recorded), so the console and the recording hang off that same seam with no new 
 in the audio path.  The core already speaks the operator's vocabulary
 (:class:`~bridge.core.actions.Observed`, :class:`~bridge.core.actions.TranscriptLine`),
 so ``CallTap`` mostly forwards: to the console's :class:`~bridge.operator.bus.EventBus`,
-and to a :class:`~bridge.recordings.playout.PlayoutRecorder` (fed the caller's audio,
-the agent audio played and every clear) when recordings are on.  The softphone page
+and to a :class:`~bridge.recordings.live.LiveRecording` (fed the caller's audio, the
+agent audio played and every clear, and writing the recording as the call goes) when
+recordings are on.  The softphone page
 gets the same values through its leg's ``observe()`` (``bridge.operator.softphone``).
 """
 
@@ -32,7 +33,7 @@ from bridge.core.actions import (
 )
 from bridge.core.stream import StreamInfo
 from bridge.operator.bus import EventBus, LiveCall
-from bridge.recordings.playout import PlayoutRecorder
+from bridge.recordings.live import LiveRecording
 
 if TYPE_CHECKING:
     from bridge.call.relay import TapeSink
@@ -73,15 +74,17 @@ class CallTap:
         bus: EventBus | None,
         *,
         leg: str = "twilio",
-        recorder: PlayoutRecorder | None = None,
+        recorder: LiveRecording | None = None,
         describe: Callable[[StreamInfo], tuple[str | None, str | None]] | None = None,
         on_close: Callable[[CallTap], None] | None = None,
+        on_started: Callable[[CallTap], None] | None = None,
     ) -> None:
         self.bus = bus
         self.leg = leg
         self.recorder = recorder
         self.describe = describe
         self.on_close = on_close
+        self.on_started = on_started
         self.call_id: str | None = None
         self.started_wall = time.time()
         self._t0: int | None = None
@@ -172,6 +175,8 @@ class CallTap:
                 self.bus.call_started(
                     LiveCall(info.call_sid, self.leg, caller, agent, self.started_wall)
                 )
+            if self.on_started is not None:
+                self.on_started(self)
         elif kind is Usage:
             self._latency(now, action)  # type: ignore[arg-type]
         elif kind is EndCall:

@@ -12,6 +12,15 @@ Both channels are μ-law 8 kHz on one call timeline in samples (8 per ms) from t
 stream's start; gaps are μ-law silence (0xFF).  Caller audio is placed at its own
 timestamp when the leg gives one (Twilio's ``media.timestamp``: the leg's clock, free of
 network jitter), else at its arrival time.
+
+**Streaming.**  A recording is written to disk while the call runs (``bridge.recordings.
+live``), so the model hands finished audio out with :meth:`PlayoutRecorder.take` and
+forgets it.  What is final: on the playout channel, everything before the latest time
+fed (a ``clear`` at ``t`` only cuts audio from ``t`` on, and time only moves forward);
+on the caller channel, the same less a little slack for audio that arrives late
+(``take`` is called with the horizon minus that slack).  Caller audio that arrives for a
+stretch already taken is dropped and counted in ``late_samples``: it would have to
+rewrite what is on disk, and it means the leg's clock ran more than the slack behind.
 """
 
 from __future__ import annotations
@@ -41,8 +50,12 @@ class PlayoutRecorder:
     """Caller audio and agent playout of one call, both on the call's timeline."""
 
     caller: bytearray = field(default_factory=bytearray)
+    """Caller samples from ``base`` on (what :meth:`take` has not handed out yet)."""
     _played: list[_Segment] = field(default_factory=list)
     _queue_end: int = 0
+    base: int = 0
+    """Samples of the call already handed out by :meth:`take` (on disk)."""
+    late_samples: int = 0
     clears: list[tuple[int, int]] = field(default_factory=list)
     """(sample where the clear cut, samples of queued audio it dropped)."""
 
@@ -51,16 +64,23 @@ class PlayoutRecorder:
     def caller_audio(self, at_ms: float, ulaw: bytes) -> None:
         """Caller audio that started at ``at_ms`` on the call timeline."""
         start = max(0, round(at_ms * SAMPLES_PER_MS))
+        base = self.base
+        if start < base:  # late, for audio already taken: keep only the part still open
+            skip = min(base - start, len(ulaw))
+            self.late_samples += skip
+            ulaw = ulaw[skip:]
+            start = base
         caller = self.caller
-        if start == len(caller) and start + len(ulaw) <= MAX_SAMPLES:
+        rel = start - base
+        if rel == len(caller) and start + len(ulaw) <= MAX_SAMPLES:
             caller += ulaw  # the usual case: the next frame, right after the last
             return
         end = min(start + len(ulaw), MAX_SAMPLES)
         if end <= start:
             return
-        if len(self.caller) < start:
-            self.caller.extend(bytes([SILENCE]) * (start - len(self.caller)))
-        self.caller[start:end] = ulaw[: end - start]
+        if len(caller) < rel:
+            caller.extend(bytes([SILENCE]) * (rel - len(caller)))
+        caller[rel : end - base] = ulaw[: end - start]
 
     def play(self, at_ms: float, ulaw: bytes) -> None:
         """Agent audio handed to the leg at ``at_ms``: it plays once the queue before it has."""
@@ -97,16 +117,49 @@ class PlayoutRecorder:
     def heard_end(self) -> int:
         return self._played[-1].end if self._played else 0
 
-    def heard(self) -> bytes:
-        """The playout channel as μ-law bytes from the call's start."""
-        out = bytearray([SILENCE]) * self.heard_end
+    def _render(self, end: int) -> bytes:
+        """The playout channel from ``base`` to ``end`` as μ-law bytes."""
+        base = self.base
+        out = bytearray([SILENCE]) * max(0, end - base)
         for seg in self._played:
-            out[seg.start : seg.end] = seg.audio
+            if seg.end <= base or seg.start >= end:
+                continue
+            lo, hi = max(seg.start, base), min(seg.end, end)
+            out[lo - base : hi - base] = seg.audio[lo - seg.start : hi - seg.start]
         return bytes(out)
 
+    def heard(self) -> bytes:
+        """The playout channel as μ-law bytes from ``base`` (the call's start until
+        :meth:`take` has handed some out)."""
+        return self._render(self.heard_end)
+
     def channels(self) -> tuple[bytes, bytes]:
-        """(caller, heard), padded to the same length."""
+        """(caller, heard) from ``base`` to the end of either, padded to the same length."""
         heard = self.heard()
         n = max(len(self.caller), len(heard))
         silence = bytes([SILENCE])
         return bytes(self.caller).ljust(n, silence), heard.ljust(n, silence)
+
+    def take(self, until_ms: float) -> tuple[bytes, bytes]:
+        """Hand out both channels from ``base`` to ``until_ms`` and forget them.
+
+        The caller decides what is final (see the module notes): audio before the latest
+        time fed on the playout channel, less a slack for late caller audio."""
+        end = min(MAX_SAMPLES, round(until_ms * SAMPLES_PER_MS))
+        n = end - self.base
+        if n <= 0:
+            return b"", b""
+        caller = bytes(self.caller[:n]).ljust(n, bytes([SILENCE]))
+        del self.caller[:n]
+        heard = self._render(end)
+        self._played = [seg for seg in self._played if seg.end > end]
+        self.base = end
+        return caller, heard
+
+    def finish(self) -> tuple[bytes, bytes]:
+        """Everything not yet taken (the call is over), and forget it."""
+        caller, heard = self.channels()
+        self.base += len(caller)
+        self.caller.clear()
+        self._played.clear()
+        return caller, heard

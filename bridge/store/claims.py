@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 from bridge.store.base import Backend
 from bridge.twilio.stream_token import ClaimUnavailable
@@ -25,6 +26,12 @@ _CLAIM = (
     "ON CONFLICT (token_id) DO NOTHING RETURNING token_id"
 )
 _CLEANUP = "DELETE FROM stream_token_claims WHERE expires_ms <= ?"
+
+
+def _discard(task: asyncio.Future[Any]) -> None:
+    """Collect an abandoned query's outcome, so it is never reported as unretrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 class StoreClaims:
@@ -44,12 +51,18 @@ class StoreClaims:
 
         Bounded by ``timeout_s``: a database that hangs must not hold the caller in
         silence; it raises :class:`ClaimUnavailable` and the stream is refused."""
+        # Not ``wait_for``: it waits for the cancelled query to finish cancelling, and a
+        # driver cancelling against a frozen server (asyncpg opens a connection to send
+        # the cancel request) can take far longer than the bound.  The query is
+        # cancelled and left to wind down on its own.
+        query = asyncio.ensure_future(self.backend.fetch(_CLAIM, (token_id, expires_ms)))
+        done, _ = await asyncio.wait({query}, timeout=self.timeout_s)
+        if not done:
+            query.cancel()
+            query.add_done_callback(_discard)
+            raise ClaimUnavailable(f"no answer from the database in {self.timeout_s:g} s")
         try:
-            rows = await asyncio.wait_for(
-                self.backend.fetch(_CLAIM, (token_id, expires_ms)), self.timeout_s
-            )
-        except TimeoutError:
-            raise ClaimUnavailable(f"no answer from the database in {self.timeout_s:g} s") from None
+            rows = query.result()
         except Exception as exc:  # StoreError or a driver error: the message is scrubbed
             raise ClaimUnavailable(self.backend.describe(exc)) from None
         self._maybe_clean(now_ms)

@@ -1,8 +1,18 @@
 // The browser softphone: a caller leg that speaks Twilio Media Streams to the bridge.
 // The page is to the bridge what Twilio is: it sends connected/start/media/mark/dtmf/stop
 // and plays media with Twilio's exact contract (see worklets.js), so the bridge runs the
-// very same barge-in accounting as for a phone call.  mu-law 8 kHz only, for now.
-import { decode, encode, fromBase64, toBase64 } from "./mulaw.js";
+// very same barge-in accounting as for a phone call.  The wire encoding is negotiated
+// in the WebSocket handshake: the page offers mu-law 8 kHz and PCM16 24 kHz as
+// subprotocols, the bridge picks one, and the audio graph runs at the picked rate.
+import * as mulaw from "./mulaw.js";
+import * as pcm16 from "./pcm16.js";
+import { fromBase64, toBase64 } from "./mulaw.js";
+
+const CODECS = {
+  "softphone.pcm16": { name: "pcm16", rate: 24000, codec: pcm16, format: { encoding: "audio/pcm", sampleRate: 24000, channels: 1 } },
+  "softphone.mulaw": { name: "mulaw", rate: 8000, codec: mulaw, format: { encoding: "audio/x-mulaw", sampleRate: 8000, channels: 1 } },
+};
+const OFFER = Object.keys(CODECS);
 
 const $ = (id) => document.getElementById(id);
 const STATIC = "/operator/static/";
@@ -55,8 +65,8 @@ function sessionExpired() {
   $("call").disabled = true;
 }
 
-async function startAudio() {
-  if (ctx) return;
+async function openMic() {
+  if (mic) return;
   try {
     mic = await navigator.mediaDevices.getUserMedia({
       audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
@@ -67,9 +77,18 @@ async function startAudio() {
       ? "Microphone access was denied. Allow the microphone for this site and try again."
       : `No microphone available (${error && error.name}).`);
   }
-  // One 8 kHz context: the browser resamples the microphone and the speaker, and every
-  // sample in the worklets is one mu-law byte on the wire.
-  ctx = new AudioContext({ sampleRate: 8000 });
+}
+
+// One context at the wire rate: the browser resamples the microphone and the speaker,
+// and every sample in the worklets is one sample on the wire.  A reconnect that
+// negotiates another encoding rebuilds the graph at the new rate.
+async function startAudio(rate) {
+  if (ctx && ctx.sampleRate === rate) return;
+  if (ctx) {
+    clearInterval(meterTimer);
+    await ctx.close();
+  }
+  ctx = new AudioContext({ sampleRate: rate });
   await ctx.audioWorklet.addModule(STATIC + "worklets.js");
   const source = ctx.createMediaStreamSource(mic);
   capture = new AudioWorkletNode(ctx, "softphone-capture", { numberOfOutputs: 0 });
@@ -138,10 +157,22 @@ async function dial(attempt = 0, granted = null) {
   };
   debug.callIds.push(call.id);
   $("call-id").textContent = call.id;
-  const socket = new WebSocket(url);
+  const socket = new WebSocket(url, OFFER);
   ws = socket;
   debug.socket = socket;
-  socket.onopen = () => {
+  socket.onopen = async () => {
+    const codec = CODECS[socket.protocol] || CODECS["softphone.mulaw"];
+    call.codec = codec.codec;
+    debug.encoding = codec.name;
+    debug.sampleRate = codec.rate;
+    try {
+      await startAudio(codec.rate);
+    } catch (error) {
+      fail(error);
+      socket.close(1000, "audio unavailable");
+      return;
+    }
+    if (ws !== socket) return;  // closed (refused, or hung up) while the audio started
     send({ event: "connected", protocol: "Call", version: "1.0.0" });
     send({
       event: "start",
@@ -152,7 +183,7 @@ async function dial(attempt = 0, granted = null) {
         streamSid: call.streamSid,
         callSid: call.id,
         tracks: ["inbound"],
-        mediaFormat: { encoding: "audio/x-mulaw", sampleRate: 8000, channels: 1 },
+        mediaFormat: codec.format,
         customParameters: { ...grant.parameters, agent: $("agent").value, voice: $("voice").value, From: "browser" },
       },
     });
@@ -173,7 +204,7 @@ function send(message) {
 
 function sendAudio(frame) {
   if (!call || !call.started || call.ended) return;
-  const payload = toBase64(encode(frame));
+  const payload = toBase64(call.codec.encode(frame));
   call.chunk += 1;
   send({
     event: "media", sequenceNumber: next(), streamSid: call.streamSid,
@@ -184,7 +215,7 @@ function sendAudio(frame) {
 function receive(message) {
   switch (message.event) {
     case "media": {
-      const samples = decode(fromBase64(message.media.payload));
+      const samples = call.codec.decode(fromBase64(message.media.payload));
       debug.media.push({ position: call.received, size: samples.length, at: performance.now() - call.t0 });
       call.received += samples.length;
       playout.port.postMessage({ type: "audio", samples }, [samples.buffer]);
@@ -285,6 +316,12 @@ function closed(socket, event) {
   $("hangup").disabled = true;
   $("call").disabled = false;
   if (!current || current.ended) { setStatus("Call ended"); return; }
+  if (event.code === 1013) {  // busy, draining, or its ticket ledger is not answering
+    current.ended = true;
+    showError(`The bridge cannot take the call now: ${event.reason || "try again later"}.`);
+    setStatus("Not connected");
+    return;
+  }
   if (!current.started) {
     showError(event.code === 1006 ? "The bridge refused the connection (session expired or ticket used)." : `Connection refused (${event.code}).`);
     setStatus("Not connected");
@@ -326,7 +363,11 @@ $("call").addEventListener("click", async () => {
   try {
     const grant = await ticket();
     if (!grant) return;
-    await startAudio();
+    await openMic();
+    // The ticket names the bridge's preferred encoding: the audio graph starts at its
+    // rate now, as the call's audio must not wait for it; the handshake confirms it.
+    const hinted = Object.values(CODECS).find((c) => c.name === grant.encoding);
+    await startAudio((hinted || CODECS["softphone.mulaw"]).rate);
     await dial(0, grant);
   } catch (error) {
     fail(error);

@@ -1,13 +1,15 @@
-// Audio worklets of the softphone, both running in an 8 kHz AudioContext, so one
-// sample here is one mu-law byte on the wire and positions need no conversion.
+// Audio worklets of the softphone, both running at the negotiated wire rate (8 kHz for
+// mu-law, 24 kHz for PCM16), so one sample here is one sample on the wire and positions
+// need no conversion.
 
-const FRAME = 160; // 20 ms at 8 kHz: what Twilio sends, and what we send
+const FRAME_MS = 20; // what Twilio sends, and what we send
 
 // Microphone -> 20 ms frames for the main thread to encode and send.
 class Capture extends AudioWorkletProcessor {
   constructor() {
     super();
-    this.frame = new Float32Array(FRAME);
+    this.size = Math.round(sampleRate * FRAME_MS / 1000);
+    this.frame = new Float32Array(this.size);
     this.fill = 0;
   }
 
@@ -16,13 +18,13 @@ class Capture extends AudioWorkletProcessor {
     if (!input) return true;
     let i = 0;
     while (i < input.length) {
-      const n = Math.min(FRAME - this.fill, input.length - i);
+      const n = Math.min(this.size - this.fill, input.length - i);
       this.frame.set(input.subarray(i, i + n), this.fill);
       this.fill += n;
       i += n;
-      if (this.fill === FRAME) {
+      if (this.fill === this.size) {
         this.port.postMessage(this.frame);
-        this.frame = new Float32Array(FRAME);
+        this.frame = new Float32Array(this.size);
         this.fill = 0;
       }
     }
