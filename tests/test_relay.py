@@ -103,6 +103,9 @@ class PushMemorySocket(MemorySocket):
         self.paused = True
         self.pauses += 1
 
+    def flush(self) -> None:
+        return None  # send_now writes at once here
+
     def resume_reading(self) -> None:
         self.paused = False
         held, self.held = self.held, []

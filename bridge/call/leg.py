@@ -55,6 +55,11 @@ class PushCallerSocket(CallerSocket, Protocol):
 
     def resume_reading(self) -> None: ...
 
+    def flush(self) -> None:
+        """Write what ``send_now`` queued at once (such sockets join the writes of one
+        loop iteration into one system call; the driver flushes after each model event
+        so the caller does not wait for the iteration's other callbacks)."""
+
 
 class CallerProtocol(Protocol):
     """A leg's wire protocol: parse what the caller sends, write what the core says."""

@@ -301,6 +301,8 @@ class CallRelay:
         A standby (the next session during a rollover) is only watched until the
         switch: its confirmation and its failure are driver events; anything else it
         says before it is in use is not the call's business."""
+        caller = self.caller
+        flush_now = caller.flush if isinstance(caller, PushCallerSocket) else None
         async for event in model.events():
             if self._closing:
                 return
@@ -315,6 +317,8 @@ class CallRelay:
             self.feed(event, getattr(model, "last_frame", None), "model", reader=True)
             if self._to_caller.pending:
                 await self._to_caller.flush()
+            elif flush_now is not None:
+                flush_now()  # the frames this event caused, joined, before other callbacks
 
     def _standby_event(self, model: ModelConnection, event: ev.Event) -> None:
         if isinstance(event, ev.SessionConfigured):

@@ -275,6 +275,17 @@ class LeanCallerSocket:
             # Joined with whatever else is written before the loop's next iteration.
             self._flush_handle = self._loop.call_soon(self._flush)
 
+    def flush(self) -> None:
+        """Write what is queued now rather than at the loop's next iteration.
+
+        The driver calls it once it has carried out everything one model event caused
+        (a media message and its mark, say): they still go out joined, in one write,
+        without waiting behind the other callbacks of this loop iteration."""
+        handle = self._flush_handle
+        if handle is not None:
+            handle.cancel()
+            self._flush()
+
     def _flush(self) -> None:
         self._flush_handle = None
         out = self._out
