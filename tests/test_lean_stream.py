@@ -63,38 +63,25 @@ async def test_whole_calls_use_the_lean_path_by_default() -> None:
 
 # ------------------------------------------- whole calls, rerun on the ASGI route
 
-@pytest.mark.parametrize("audio", ["passthrough", "pcm16"])
-async def test_e2e_barge_in_call_on_the_asgi_route(asgi: None, audio: str) -> None:
-    await _on_asgi(lambda: e2e.test_call_with_greeting_question_barge_in_and_hang_up(
-        "ga", audio))
+WHOLE_CALLS: dict[str, Callable[[], Awaitable[None]]] = {
+    "barge_in_passthrough": lambda: e2e.test_call_with_greeting_question_barge_in_and_hang_up(
+        "ga", "passthrough"),
+    "barge_in_pcm16": lambda: e2e.test_call_with_greeting_question_barge_in_and_hang_up(
+        "ga", "pcm16"),
+    "model_close": e2e.test_model_socket_closing_ends_the_call_cleanly_when_reconnect_is_off,
+    "bad_input": e2e.test_bad_input_is_survived_and_another_call_is_unaffected,
+    "stream_token": e2e.test_stream_token_is_checked_before_any_model_connection,
+    "unsigned_refused": e2e.test_unsigned_requests_never_reach_the_model,
+    "abrupt_disconnect":
+        e2e.test_abrupt_caller_disconnect_closes_the_model_socket_within_a_second,
+    "oversized_frame": e2e.test_oversized_frame_closes_only_that_call_with_a_clear_code,
+    "concurrent_calls": e2e.test_concurrent_calls_keep_their_own_barge_in_accounting,
+}
 
 
-async def test_e2e_model_close_on_the_asgi_route(asgi: None) -> None:
-    await _on_asgi(e2e.test_model_socket_closing_ends_the_call_cleanly_when_reconnect_is_off)
-
-
-async def test_e2e_bad_input_on_the_asgi_route(asgi: None) -> None:
-    await _on_asgi(e2e.test_bad_input_is_survived_and_another_call_is_unaffected)
-
-
-async def test_e2e_stream_token_on_the_asgi_route(asgi: None) -> None:
-    await _on_asgi(e2e.test_stream_token_is_checked_before_any_model_connection)
-
-
-async def test_e2e_unsigned_refused_on_the_asgi_route(asgi: None) -> None:
-    await _on_asgi(e2e.test_unsigned_requests_never_reach_the_model)
-
-
-async def test_e2e_abrupt_disconnect_on_the_asgi_route(asgi: None) -> None:
-    await _on_asgi(e2e.test_abrupt_caller_disconnect_closes_the_model_socket_within_a_second)
-
-
-async def test_e2e_oversized_frame_on_the_asgi_route(asgi: None) -> None:
-    await _on_asgi(e2e.test_oversized_frame_closes_only_that_call_with_a_clear_code)
-
-
-async def test_e2e_concurrent_calls_on_the_asgi_route(asgi: None) -> None:
-    await _on_asgi(e2e.test_concurrent_calls_keep_their_own_barge_in_accounting)
+@pytest.mark.parametrize("name", list(WHOLE_CALLS))
+async def test_e2e_whole_call_on_the_asgi_route(asgi: None, name: str) -> None:
+    await _on_asgi(WHOLE_CALLS[name])
 
 
 # ------------------------------------------------------------ the lean handshake

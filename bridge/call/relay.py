@@ -187,6 +187,8 @@ class CallRelay:
         self.end_reason: str | None = None
         self.info: StreamInfo | None = None
         self._to_caller = _Outbox(caller.send_now, caller.send, "to-caller")
+        #: Set when the socket hands frames over as parsed (no reader task, see run()).
+        self._push = caller if isinstance(caller, PushCallerSocket) else None
         self._model_backed_up = False
         self._drain_pending = False
 
@@ -225,8 +227,8 @@ class CallRelay:
     async def run(self) -> str:
         """Read the caller until the call ends; return the end reason."""
         self.feed(ev.LegOpened())
-        if isinstance(self.caller, PushCallerSocket):
-            self.caller.deliver_to(self._on_caller_frame)
+        if self._push is not None:
+            self._push.deliver_to(self._on_caller_frame)
         else:
             self._spawn(self._read_caller(), "caller-reader")
         try:
@@ -239,61 +241,56 @@ class CallRelay:
         """End the call from outside (shutdown, an operator); a no-op once it is ending."""
         self.feed(ev.EndRequested(reason, detail))
 
+    def _caller_frame(self, frame: str | bytes | None) -> bool:
+        """One caller frame into the core, however it was read; False once the caller
+        is gone.  An oversized frame is a problem, not an end."""
+        if frame is None:
+            self.feed(ev.CallerGone(self.caller.close_detail), peer="twilio")
+            return False
+        if len(frame) > self.max_frame_bytes:
+            problem = ev.ProtocolProblem(
+                "caller", "oversized_frame", f"dropping a {len(frame)}-byte frame"
+            )
+            self.feed(problem, peer="twilio")
+        else:
+            self.feed(self.leg.parse(frame), frame, "twilio")
+        return True
+
     async def _read_caller(self) -> None:
-        receive, parse = self.caller.receive, self.leg.parse
-        limit = self.max_frame_bytes
+        """The pull path: a task awaits each frame; a backed-up model socket is waited on."""
+        receive = self.caller.receive
         while not self._closing:
-            frame = await receive()
-            if frame is None:
-                self.feed(ev.CallerGone(self.caller.close_detail), peer="twilio")
+            if not self._caller_frame(await receive()):
                 return
-            if len(frame) > limit:
-                problem = ev.ProtocolProblem(
-                    "caller", "oversized_frame", f"dropping a {len(frame)}-byte frame"
-                )
-                self.feed(problem, peer="twilio")
-                continue
-            self.feed(parse(frame), frame, "twilio")
             if self._model_backed_up and self.model is not None:
                 await self.model.drain()
                 self._model_backed_up = False
 
     def _on_caller_frame(self, frame: str | bytes | None) -> None:
-        """The push twin of :meth:`_read_caller`, called from the socket's own parser.
+        """The push path, called from the socket's own parser.
 
-        Same rules: an oversized frame is a problem, not an end; a backed-up model
-        socket stops the caller being read (here by pausing its transport) until it
-        drains; an exception ends this call only, as a failed reader task would."""
-        if self._closing:
+        A backed-up model socket stops the caller being read by pausing its transport
+        until it drains; an exception ends this call only, as a failed reader task's
+        would (:meth:`_failed`)."""
+        push = self._push
+        if self._closing or push is None:
             return
         try:
-            if frame is None:
-                self.feed(ev.CallerGone(self.caller.close_detail), peer="twilio")
-                return
-            if len(frame) > self.max_frame_bytes:
-                problem = ev.ProtocolProblem(
-                    "caller", "oversized_frame", f"dropping a {len(frame)}-byte frame"
-                )
-                self.feed(problem, peer="twilio")
-                return
-            self.feed(self.leg.parse(frame), frame, "twilio")
+            self._caller_frame(frame)
             if self._model_backed_up and self.model is not None and not self._drain_pending:
                 self._drain_pending = True
-                assert isinstance(self.caller, PushCallerSocket)
-                self.caller.pause_reading()
-                self._spawn(self._drain_model(self.model), "model-drain")
-        except Exception:
-            log.exception("call %s: caller-reader failed", self.call_sid)
-            self.feed(ev.EndRequested("internal_error", "caller-reader failed"))
+                push.pause_reading()
+                self._spawn(self._drain_model(self.model, push), "model-drain")
+        except Exception as exc:  # noqa: BLE001 - reported as a failed reader task is
+            self._failed("caller-reader", exc)
 
-    async def _drain_model(self, model: ModelConnection) -> None:
+    async def _drain_model(self, model: ModelConnection, push: PushCallerSocket) -> None:
         try:
             await model.drain()
         finally:
             self._model_backed_up = False
             self._drain_pending = False
-            assert isinstance(self.caller, PushCallerSocket)
-            self.caller.resume_reading()
+            push.resume_reading()
 
     async def _read_model(self, model: ModelConnection) -> None:
         """Feed one connection's events while it is the call's model connection.
@@ -301,8 +298,7 @@ class CallRelay:
         A standby (the next session during a rollover) is only watched until the
         switch: its confirmation and its failure are driver events; anything else it
         says before it is in use is not the call's business."""
-        caller = self.caller
-        flush_now = caller.flush if isinstance(caller, PushCallerSocket) else None
+        flush_now = self._push.flush if self._push is not None else None
         async for event in model.events():
             if self._closing:
                 return
@@ -410,11 +406,15 @@ class CallRelay:
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error(
-                "call %s: %s failed", self.call_sid, task.get_name(), exc_info=task.exception()
-            )
-            self.feed(ev.EndRequested("internal_error", f"{task.get_name()} failed"))
+        if not task.cancelled():
+            exc = task.exception()
+            if exc is not None:
+                self._failed(task.get_name(), exc)
+
+    def _failed(self, name: str, exc: BaseException) -> None:
+        """A piece of this call's I/O failed: log it and end this call, no other."""
+        log.error("call %s: %s failed", self.call_sid, name, exc_info=exc)
+        self.feed(ev.EndRequested("internal_error", f"{name} failed"))
 
     async def _authorise(self, info: StreamInfo) -> None:
         refusal = await self.hooks.authorise(info)

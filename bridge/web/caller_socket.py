@@ -222,9 +222,7 @@ class LeanCallerSocket:
         inbox = self._inbox
         while inbox and self._handler is handler:
             handler(inbox.popleft())
-        if self._read_paused and not self._lost:
-            self._read_paused = False
-            self.transport.resume_reading()
+        self.resume_reading()  # paused at the inbox's high-water mark, if it got there
         if self._ended:
             handler(None)
 

@@ -159,6 +159,8 @@ async def _every(period_s: float, phase_s: float, send: Any, stop: asyncio.Event
 async def run_floor(calls: int, duration: float, forwarder_cpu: int | None,
                     settle_s: float = 2.0) -> FloorResult:
     """Place ``calls`` forwarded pairs, drive them for ``duration`` s, measure the forwarder."""
+    from bridge.devtools.bench.load import _pct  # here: the forwarder process stays bare
+
     loop = asyncio.get_running_loop()
     down_received = [0]
     up_received = [0]
@@ -227,8 +229,7 @@ async def run_floor(calls: int, duration: float, forwarder_cpu: int | None,
         up1, down1 = up_received[0], down_received[0]
         stop.set()
         window = t1 - t0
-        lags.sort()
-        p99 = lags[int(0.99 * (len(lags) - 1))] * 1000 if lags else 0.0
+        p99 = (_pct(lags, 99) or 0.0) * 1000
         return FloorResult(
             calls=calls, window_s=round(window, 1),
             cpu_ms_per_call_s=round((cpu1 - cpu0) * 1000 / (calls * window), 3),
@@ -249,13 +250,13 @@ def floor_bench(calls: int, duration: float, forwarder_cpu: int | None,
     """Run :func:`run_floor` on uvloop, the generator pinned to ``gen_cpu``."""
     import uvloop
 
-    if gen_cpu is not None:
-        os.sched_setaffinity(0, {gen_cpu})
+    before = os.sched_getaffinity(0)
     try:
+        if gen_cpu is not None:
+            os.sched_setaffinity(0, {gen_cpu})
         return uvloop.run(run_floor(calls, duration, forwarder_cpu))
     finally:
-        if gen_cpu is not None:
-            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+        os.sched_setaffinity(0, before)
 
 
 if __name__ == "__main__":
