@@ -10,10 +10,8 @@ Real sockets throughout: the Twilio caller simulator, the bridge with
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import secrets
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from bridge.devtools.sim.clips import clip_text, load_clip
 from bridge.devtools.sim.local_bridge import LocalBridge
 from bridge.store.records import LATENCY_SPANS
 from tests import browser
+from tests.sse import read_events
 
 pytestmark = pytest.mark.e2e
 
@@ -38,15 +37,6 @@ SCRIPT: list[tuple[float, str | bytes]] = [(200, QUESTION), (7400, INTERRUPT)]
 DURATION_MS = 10_000
 STAND_INS = {"chat_first_token_ms": 60.0, "speech_first_byte_ms": 60.0,
              "transcription_latency_ms": 60.0}
-
-
-async def _events(lines: AsyncIterator[str], into: list[dict[str, Any]], until: str) -> None:
-    async for line in lines:
-        if line.startswith("data: "):
-            event = json.loads(line[6:])
-            into.append(event)
-            if event["type"] == until:
-                return
 
 
 def _env(token: str, tmp_path: Path, standins: CascadeStandIns) -> dict[str, str]:
@@ -66,10 +56,12 @@ async def test_the_console_streams_and_serves_each_cascade_turns_latency(tmp_pat
                 lines = stream.aiter_lines()
                 caller = await bridge.place_call(script=SCRIPT, duration_ms=DURATION_MS)
                 call = asyncio.create_task(caller.run())
-                await asyncio.wait_for(_events(lines, calls, "call_started"), 10)
+                await asyncio.wait_for(read_events(lines, calls, "call_started"), 10)
                 call_id = calls[-1]["call_id"]
                 async with client.stream("GET", f"/console/events/{call_id}") as one:
-                    await asyncio.wait_for(_events(one.aiter_lines(), timeline, "call_ended"), 45)
+                    await asyncio.wait_for(
+                        read_events(one.aiter_lines(), timeline, "call_ended"), 45
+                    )
                 await call
             detail = (await client.get(f"/api/calls/{call_id}")).json()
         history = [r.body for r in standins.rest.chat_requests]

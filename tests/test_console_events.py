@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,17 +13,9 @@ from bridge.devtools.sim.clips import clip_text
 from bridge.devtools.sim.demo import AGENT_SCRIPT, CALL_LIMIT_MS, CALLER_SCRIPT, GREETING
 from bridge.devtools.sim.local_bridge import LocalBridge
 from bridge.devtools.sim.realtime_server import RealtimeSimulator
+from tests.sse import read_events
 
 pytestmark = pytest.mark.e2e
-
-
-async def _events(lines: AsyncIterator[str], into: list[dict[str, Any]], until: str) -> None:
-    async for line in lines:
-        if line.startswith("data: "):
-            event = json.loads(line[6:])
-            into.append(event)
-            if event["type"] == until:
-                return
 
 
 async def test_live_calls_and_one_calls_timeline_are_pushed(tmp_path) -> None:
@@ -46,12 +36,14 @@ async def test_live_calls_and_one_calls_timeline_are_pushed(tmp_path) -> None:
                 lines = stream.aiter_lines()
                 caller = await bridge.place_call(script=CALLER_SCRIPT, duration_ms=CALL_LIMIT_MS)
                 call = asyncio.create_task(caller.run())
-                await asyncio.wait_for(_events(lines, calls, "call_started"), 10)
+                await asyncio.wait_for(read_events(lines, calls, "call_started"), 10)
                 call_id = calls[-1]["call_id"]
                 # Joining the call mid-way starts from a snapshot of what already happened.
                 async with client.stream("GET", f"/console/events/{call_id}") as one:
-                    await asyncio.wait_for(_events(one.aiter_lines(), timeline, "call_ended"), 45)
-                await asyncio.wait_for(_events(lines, calls, "call_ended"), 10)
+                    await asyncio.wait_for(
+                        read_events(one.aiter_lines(), timeline, "call_ended"), 45
+                    )
+                await asyncio.wait_for(read_events(lines, calls, "call_ended"), 10)
                 result = await call
     assert calls[0] == {"type": "snapshot", "calls": []}
     started = calls[1]["call"]
