@@ -20,6 +20,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,18 +108,9 @@ class Replica:
         log.close()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"replica {self.name} exited: {self.log()[-2000:]}")
-            try:
-                if http_get(f"http://127.0.0.1:{self.port}/healthz", 0.5)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"replica {self.name} not ready: {self.log()[-2000:]}")
+        assert self.process is not None
+        wait_healthy(self.process, self.port, timeout,
+                     lambda: f"replica {self.name}: {self.log()[-2000:]}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -145,6 +137,23 @@ class Replica:
         self.log_path.unlink(missing_ok=True)
 
 
+def wait_healthy(process: subprocess.Popen[bytes], port: int, timeout: float,
+                 describe: Callable[[], str]) -> None:
+    """Until ``/healthz`` on ``port`` answers 200; the process exiting first, or the
+    timeout, raises with ``describe()`` (its name and log)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"exited: {describe()}")
+        try:
+            if http_get(f"http://127.0.0.1:{port}/healthz", 0.5)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"not ready: {describe()}")
+
+
 class HAProxy:
     """HAProxy in the foreground (``-db``) with a generated configuration."""
 
@@ -160,17 +169,8 @@ class HAProxy:
             )
 
     def wait_ready(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"haproxy exited: {self.log.read_text(errors='replace')}")
-            try:
-                if http_get(f"http://127.0.0.1:{self.port}/healthz", 0.5)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("haproxy not ready")
+        wait_healthy(self.process, self.port, timeout,
+                     lambda: f"haproxy: {self.log.read_text(errors='replace')}")
 
     def stop(self) -> None:
         if self.process.poll() is None:
