@@ -42,6 +42,14 @@ class Pcm16Transcoder:
         """
         self._down.reset()
 
+    def reset_to_model(self) -> None:
+        """Drop caller-side audio still inside the upsampler.
+
+        For a leg whose *caller* speaks PCM16 24 kHz (the softphone page), where this
+        direction is the one feeding playback: a cleared playback must not start the
+        next reply with the interrupted one's filter tail."""
+        self._up.reset()
+
     def flush_to_twilio(self) -> bytes:
         """The model audio still inside the downsampler, pushed out with silence.
 

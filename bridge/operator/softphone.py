@@ -32,15 +32,14 @@ import json
 from base64 import b64decode, b64encode
 from typing import Any, Literal
 
-from bridge.audio.mulaw import pcm16_to_ulaw, ulaw_to_pcm16
-from bridge.audio.resampler import Downsampler, Upsampler
+from bridge.audio.transcoder import Pcm16Transcoder
 from bridge.core import events as ev
 from bridge.core.actions import Action, ClearPlayback, Observed, PlayAudio, ToCaller, TranscriptLine
 from bridge.jsoncodec import JsonLoads
 from bridge.operator.tap import observed_frame
 from bridge.twilio.media import TwilioMediaProtocol
 
-__all__ = ["ENCODINGS", "PageTranscoder", "SoftphoneProtocol", "choose_encoding"]
+__all__ = ["ENCODINGS", "SoftphoneProtocol", "choose_encoding"]
 
 Encoding = Literal["mulaw", "pcm16"]
 
@@ -68,25 +67,6 @@ def choose_encoding(offered: list[str], preferred: str) -> tuple[Encoding, str |
     return pick, ENCODINGS[pick][0]  # type: ignore[return-value]
 
 
-class PageTranscoder:
-    """Both directions of one page's PCM16 24 kHz audio, to and from the core's μ-law 8 kHz.
-
-    One per call: the resamplers carry filter history between chunks."""
-
-    def __init__(self) -> None:
-        self._down = Downsampler()
-        self._up = Upsampler()
-
-    def from_page(self, pcm24: bytes) -> bytes:
-        return pcm16_to_ulaw(self._down.process(pcm24))
-
-    def to_page(self, ulaw: bytes) -> bytes:
-        return self._up.process(ulaw_to_pcm16(ulaw))
-
-    def reset_to_page(self) -> None:
-        self._up.reset()
-
-
 class SoftphoneProtocol(TwilioMediaProtocol):
     """Twilio's Media Streams on the wire, plus the page's extra frames."""
 
@@ -94,7 +74,10 @@ class SoftphoneProtocol(TwilioMediaProtocol):
 
     def __init__(self, loads: JsonLoads = json.loads, encoding: Encoding = "mulaw") -> None:
         self.encoding = encoding
-        self._page = PageTranscoder() if encoding == "pcm16" else None
+        # The page speaks what the model speaks in pcm16 mode (PCM16LE 24 kHz), so the
+        # call transcoder serves: ``to_twilio`` brings page audio to the core's μ-law,
+        # ``to_model`` takes agent audio up to the page's rate.
+        self._page = Pcm16Transcoder() if encoding == "pcm16" else None
         self._page_loads = loads
         self._refusal: ev.ProtocolProblem | None = None
         super().__init__(loads if self._page is None else self._to_core)
@@ -115,7 +98,7 @@ class SoftphoneProtocol(TwilioMediaProtocol):
                 except ValueError:
                     return message  # the Twilio parser reports the bad base64
                 assert self._page is not None
-                media["payload"] = b64encode(self._page.from_page(pcm)).decode("ascii")  # type: ignore[index]
+                media["payload"] = b64encode(self._page.to_twilio(pcm)).decode("ascii")  # type: ignore[index]
         elif kind == "start":
             start = message.get("start")
             if isinstance(start, dict):
@@ -142,10 +125,10 @@ class SoftphoneProtocol(TwilioMediaProtocol):
     def serialise(self, action: ToCaller) -> str:
         if self._page is not None:
             if type(action) is PlayAudio:
-                pcm = self._page.to_page(b64decode(action.payload))
+                pcm = self._page.to_model(b64decode(action.payload))
                 action = PlayAudio(b64encode(pcm).decode("ascii"))
             elif type(action) is ClearPlayback:
-                self._page.reset_to_page()
+                self._page.reset_to_model()
         return super().serialise(action)
 
     def observe(self, action: Action) -> str | None:
