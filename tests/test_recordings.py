@@ -17,7 +17,7 @@ from bridge.devtools.sim.clips import clip_text
 from bridge.devtools.sim.demo import AGENT_SCRIPT, CALL_LIMIT_MS, CALLER_SCRIPT, GREETING
 from bridge.devtools.sim.local_bridge import LocalBridge
 from bridge.devtools.sim.realtime_server import RealtimeSimulator
-from bridge.recordings.files import sweep, write_recording
+from bridge.recordings.files import RecordingFile, sweep
 from bridge.recordings.playout import SILENCE, PlayoutRecorder
 
 pytestmark = pytest.mark.e2e
@@ -73,8 +73,16 @@ def test_caller_audio_is_placed_at_its_time_and_channels_align() -> None:
     assert heard[:80] == tone(80, 0x11) and heard[80:] == bytes([SILENCE]) * 400
 
 
+def _write(path: Path, caller: bytes, heard: bytes) -> Path:
+    """A whole recording through the writer calls use (one stretch, then close)."""
+    recording = RecordingFile(path)
+    recording.append(caller, heard)
+    recording.close()
+    return path
+
+
 def test_recording_file_and_retention(tmp_path: Path) -> None:
-    path = write_recording(tmp_path / "a.wav", tone(800, 0x10), tone(400, 0x90))
+    path = _write(tmp_path / "a.wav", tone(800, 0x10), tone(400, 0x90))
     with wave.open(str(path)) as wav:
         assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (2, 2, 8000)
         frames = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
@@ -82,7 +90,7 @@ def test_recording_file_and_retention(tmp_path: Path) -> None:
     left = np.frombuffer(audioop.ulaw2lin(tone(800, 0x10), 2), dtype=np.int16)
     assert (frames[0::2] == left).all()
     assert (frames[1::2][400:] == 0).all() and (frames[1::2][:400] != 0).all()
-    old = write_recording(tmp_path / "old.wav", tone(8), tone(8))
+    old = _write(tmp_path / "old.wav", tone(8), tone(8))
     week_ago = time.time() - 8 * 86400
     os.utime(old, (week_ago, week_ago))
     assert sweep(tmp_path, 0) == 0 and old.exists()  # 0: keep everything

@@ -42,7 +42,6 @@ __all__ = [
     "recording_path",
     "repair_open_recordings",
     "sweep",
-    "write_recording",
 ]
 
 log = logging.getLogger("bridge.recordings")
@@ -175,20 +174,6 @@ def _repair(path: Path) -> None:
         f.write(struct.pack("<I", 36 + data))
         f.seek(40)
         f.write(struct.pack("<I", data))
-
-
-def write_recording(path: Path, caller: bytes, heard: bytes) -> Path:
-    """Write a whole recording at once (channel 1 = caller, channel 2 = heard)."""
-    frames = np.frombuffer(interleave(caller, heard), dtype="<i2")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".wav.partial")
-    with wave.open(str(partial), "wb") as out:
-        out.setnchannels(2)
-        out.setsampwidth(2)
-        out.setframerate(8000)
-        out.writeframes(frames.tobytes())
-    partial.replace(path)  # readers never see half a file
-    return path
 
 
 def sweep(directory: str | Path, retention_days: int, now: float | None = None) -> int:
