@@ -10,13 +10,18 @@ import pytest
 from bridge.core import events as ev
 from bridge.core.actions import (
     Action,
+    AddAgentText,
+    AddUserText,
     AuthoriseStream,
     ClearPlayback,
     ConnectModel,
     ControlCall,
     EndCall,
     Notice,
+    PrepareStandby,
     RunTool,
+    SwitchToStandby,
+    ToStandby,
     TranscriptLine,
     TruncateItem,
     Usage,
@@ -132,8 +137,6 @@ def test_the_backends_heard_text_restates_the_truncated_line_under_its_seq() -> 
     out = call.at(500).speech_started()
     cut = next(a for a in out if isinstance(a, TranscriptLine))
     assert cut.text == "one two three four"  # the core's heard-share estimate
-    # A Realtime-style answer without text changes nothing.
-    assert call.event(ev.AgentItemTruncated("item_a")) == []
     fixed = call.event(ev.AgentItemTruncated("item_a", "one two three "))
     assert fixed == [
         TranscriptLine("agent", "one two three", cut.start_ms, cut.end_ms, True, "item_a", cut.seq)
@@ -142,6 +145,53 @@ def test_the_backends_heard_text_restates_the_truncated_line_under_its_seq() -> 
     # Once only, and never for an item the core did not truncate.
     assert call.event(ev.AgentItemTruncated("item_a", "one")) == []
     assert call.event(ev.AgentItemTruncated("item_zz", "one")) == []
+
+
+def test_a_realtime_truncated_answer_keeps_the_estimate_and_ends_the_wait() -> None:
+    call = ScriptedCall()
+    call.start()
+    call.response_created()
+    names = [marks(call.delta("item_a", 800))[0] for _ in range(4)]
+    call.model("response.output_audio_transcript.done", item_id="item_a",
+               transcript="one two three four five six seven eight")
+    call.mark(names[0])
+    cut = next(a for a in call.at(500).speech_started() if isinstance(a, TranscriptLine))
+    assert call.core.transcript.confirmed_lines() == cut.seq - 1
+    # The GA answer (no text of its own) changes no line, and nothing waits on it now.
+    assert call.model("conversation.item.truncated", item_id="item_a", content_index=0,
+                      audio_end_ms=100) == []
+    assert call.core.transcript.confirmed_lines() == len(call.core.transcript.history)
+    assert call.event(ev.AgentItemTruncated("item_a", "one")) == []
+
+
+def test_a_standby_opened_before_the_truncate_is_answered_gets_the_answered_line() -> None:
+    """Rollover race: the standby is seeded between a truncate and the backend's
+    answer.  The line waits for the switch's delta, which carries the corrected text."""
+    call = ScriptedCall(rollover_after_ms=60_000)
+    call.start()
+    call.event(ev.CallerTranscribed("item_user_0", "tell me a story"))
+    call.response_created()
+    names = [marks(call.delta("item_a", 800))[0] for _ in range(4)]
+    call.model("response.output_audio_transcript.done", item_id="item_a",
+               transcript="one two three four five six seven eight")
+    call.mark(names[0])
+    call.mark(names[1])
+    call.at(500).speech_started()
+    call.response_done(status="cancelled")
+    call.model("input_audio_buffer.speech_stopped", audio_end_ms=900, item_id="item_user_1")
+    call.event(ev.CallerTranscribed("item_user_1", "stop"))
+    assert any(isinstance(a, PrepareStandby) for a in call.at(60_000).tick())
+    seed = next(a for a in call.event(ev.StandbyConnected()) if isinstance(a, ToStandby))
+    seeded = [a for a in seed.actions if isinstance(a, AddUserText | AddAgentText)]
+    assert seeded == [AddUserText("tell me a story")], seeded  # the cut line is held back
+    call.event(ev.AgentItemTruncated("item_a", "one two three"))
+    switch = call.event(ev.StandbyReady())
+    assert any(isinstance(a, SwitchToStandby) for a in switch)
+    delta = next(a for a in switch if isinstance(a, ToStandby))
+    assert [a for a in delta.actions if isinstance(a, AddUserText | AddAgentText)] == [
+        AddAgentText("one two three"), AddUserText("stop")]
+    assert [type(a) for a in switch].index(ToStandby) < [type(a) for a in switch].index(
+        SwitchToStandby)
 
 
 def test_barge_in_before_any_echo_truncates_at_zero() -> None:

@@ -172,10 +172,12 @@ async def test_softphone_call_and_live_console(
     assert len(page["clears"]) == 1 and len(sim.truncations) == 1 and truncate.ok
     reply_start = reply_media["position"]
     page_heard_ms = (clear["played"] - reply_start) / per_ms
-    # The bridge truncates at the end of the last chunk whose mark echo it had received
-    # when it decided (its tape shows which one), measured in the page's own samples.
-    # The page plays on while the clear is in flight, so it heard at least that much;
-    # how much more depends on the host's round trip, which this test does not bound.
+    # The heard milliseconds are the page's own playback position at the last mark echo
+    # the bridge had when it decided (its tape shows which), exactly.  The next echo had
+    # not reached it, so at that moment the page had played less than one chunk more:
+    # the truncate matches the page's playback to within one chunk.  (The page plays on
+    # while the clear is in flight, so its position at the clear is further still, by a
+    # round trip that depends on the host; that is not the figure the bridge can know.)
     last_echo = _last_mark_before_truncate(tape_lines)
     echoed = next(m for m in marks if m["name"] == last_echo)
     assert echoed["played"] == echoed["position"] and not echoed["cleared"]

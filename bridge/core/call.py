@@ -568,8 +568,6 @@ class Call:
 
     def _on_item_truncated(self, event: ev.AgentItemTruncated, now: int) -> list[Action]:
         """The backend says which words it kept: the stored line says the same."""
-        if event.text is None:
-            return []
         line = self.transcript.heard_as(event.item_id, event.text)
         return [line] if line is not None else []
 
@@ -935,8 +933,14 @@ class Call:
         if self._standby != "opening":
             return [DiscardStandby()]
         config = self.config
-        items, _ = seed_items(self.transcript.history, self._tool_log, config.seed_max_chars)
-        self._seeded = (len(self.transcript.history), len(self._tool_log))
+        # A line whose truncate is still unanswered waits for the switch's delta, with
+        # everything after it, so the standby never keeps an estimate the answer fixes.
+        lines = self.transcript.confirmed_lines()
+        tools = sum(1 for tool in self._tool_log if tool.after_lines <= lines)
+        items, _ = seed_items(
+            self.transcript.history[:lines], self._tool_log[:tools], config.seed_max_chars
+        )
+        self._seeded = (lines, tools)
         self._standby = "seeded"
         configure = ConfigureSession(config.agent, config.audio_mode, config.model, config.tools)
         return [ToStandby((configure, *items))]
@@ -994,6 +998,7 @@ class Call:
             self.config.seed_max_chars,
         )
         self._standby = ""
+        self.transcript.stop_awaiting_truncations()
         self.deadlines.cancel("rollover_check")
         self.responses.reset_connection()
         self.responses.pending = None
@@ -1160,6 +1165,7 @@ class Call:
 
     def _reseed(self, now: int) -> list[Action]:
         """A new session after an outage: the conversation so far, then held audio."""
+        self.transcript.stop_awaiting_truncations()
         items, dropped = seed_items(
             self.transcript.history, self._tool_log, self.config.seed_max_chars
         )

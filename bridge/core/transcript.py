@@ -103,14 +103,15 @@ class Transcript:
         self.truncated[playback.item_id] = len(self.history) - 1
         return line
 
-    def heard_as(self, item_id: str, text: str) -> TranscriptLine | None:
+    def heard_as(self, item_id: str, text: str | None) -> TranscriptLine | None:
         """Restate a truncated item's line with the backend's heard text.
 
         The line keeps its ``seq`` (the store upserts by it, the console replaces the
         line), so the record says what the model's history says; None when there is
-        no such line or its text already agrees."""
+        no such line, the backend sent no text (its answer still ends the wait), or
+        its text already agrees."""
         index = self.truncated.pop(item_id, None)
-        if index is None:
+        if index is None or text is None:
             return None
         line = self.history[index]
         text = text.strip()
@@ -118,6 +119,15 @@ class Transcript:
             return None
         line = self.history[index] = replace(line, text=text)
         return line
+
+    def confirmed_lines(self) -> int:
+        """How many lines, from the start, no backend answer can still restate: a new
+        session seeded with more could keep an estimate the old one then corrects."""
+        return min(self.truncated.values(), default=len(self.history))
+
+    def stop_awaiting_truncations(self) -> None:
+        """The session that was asked to truncate is gone; its answers will not come."""
+        self.truncated.clear()
 
     def settled(
         self, ledger: PlaybackLedger, start_of: Callable[[ItemPlayback], int]

@@ -93,6 +93,7 @@ class RealtimeProtocol:
             "response.output_audio.done": self._audio_done,
             "response.output_audio_transcript.done": self._text_done,
             "response.function_call_arguments.done": self._function_call,
+            "conversation.item.truncated": self._truncated,
             "response.done": self._response_done,
             "error": self._error,
         }
@@ -159,6 +160,10 @@ class RealtimeProtocol:
 
     def _text_done(self, event: dict[str, Any]) -> ev.AgentTextDone:
         return ev.AgentTextDone(_str(event, "item_id"), _opt_str(event, "transcript"))
+
+    def _truncated(self, event: dict[str, Any]) -> ev.AgentItemTruncated:
+        # Realtime keeps no words of its own: the answer only confirms the cut.
+        return ev.AgentItemTruncated(_str(event, "item_id"))
 
     def _function_call(self, event: dict[str, Any]) -> ev.ToolCallRequested:
         call_id = event.get("call_id")
