@@ -2,7 +2,9 @@
 
 Capacity counts live calls plus calls the webhook answered whose stream has not
 started yet, so a burst of incoming calls cannot all pass the check before any
-of their streams arrives.  A draining process (SIGTERM) takes no new calls.
+of their streams arrives.  A draining process (SIGTERM) takes no new calls, but it
+still takes the streams of calls its webhook already answered: Twilio connects those
+here whatever the drain says, and refusing them would drop a call mid-connect.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ class Admission:
     def started(self, call_sid: str) -> None:
         """The call's stream started: its place is now a live call's."""
         self._admitted.pop(call_sid, None)
+
+    def takes_stream(self) -> bool:
+        """Whether a Media Stream upgrade may go ahead: always, unless draining; while
+        draining, only while some call the webhook answered has yet to start its stream."""
+        return not self.draining or self.admitted_now() > 0
 
     def admitted_now(self) -> int:
         """Places held by the webhook right now, without evicting (safe off the loop:

@@ -151,7 +151,7 @@ async def media_stream(websocket: WebSocket) -> None:
     elif not settings.insecure_dev:
         await websocket.close(code=1008)
         return
-    if services.draining:
+    if not services.admission.takes_stream():  # draining, and no answered call to come
         await websocket.close(code=1013)
         return
     # Sockets whose stream has not started are capped (bridge/twilio/stream_guard.py): a

@@ -244,10 +244,11 @@ class BridgeServices:
             await self.store.start()
 
     async def drain(self, grace_s: float) -> None:
-        """Refuse new calls, let live ones finish for ``grace_s``, then end the rest."""
+        """Refuse new calls, let live ones (and those whose webhook was answered but
+        whose stream is still connecting) finish for ``grace_s``, then end the rest."""
         self.draining = True
         deadline = time.monotonic() + grace_s
-        while self.active and time.monotonic() < deadline:
+        while (self.active or self.admission.admitted_now()) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         for relay in list(self.active):
             relay.end("shutdown", "the bridge is shutting down")

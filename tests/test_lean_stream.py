@@ -130,6 +130,36 @@ async def test_draining_refuses_new_streams_and_other_routes_still_answer() -> N
         assert LeanStreamProtocol.streams_accepted == before + 1
 
 
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "asgi"])
+async def test_a_draining_bridge_still_takes_the_stream_of_a_call_it_answered(
+    lean: bool,
+) -> None:
+    """SIGTERM between the webhook's answer and the stream's upgrade: Twilio connects
+    that stream here anyway, so the drain waits for it and the call is served; a new
+    webhook gets 503, and an upgrade with no answered call behind it is refused."""
+    sim = RealtimeSimulator(script=["agent_short"], api_key=API_KEY)
+    async with sim, LocalBridge(sim.url, env={"OPENAI_API_KEY": API_KEY},
+                                lean_stream=lean) as bridge:
+        caller = await bridge.place_call(script=[(300, "caller_question")], duration_ms=6000)
+        drain = asyncio.create_task(bridge.services.drain(20))  # what SIGTERM starts
+        await asyncio.sleep(0.3)
+        assert not drain.done(), "the drain must wait for the answered call's stream"
+        status, _ = await bridge.post_webhook(
+            "/twiml", {"CallSid": "CA" + "5" * 32, "From": "+1", "To": "+2"})
+        assert status == 503
+        result = await caller.run()
+        assert result.media_messages_received > 0 and not result.violations
+        assert result.closed_by == "caller"  # it ran its script to the end
+        await asyncio.wait_for(drain, 5)
+        url = bridge.settings.stream_url
+        assert url is not None
+        signed = {"x-twilio-signature": twilio_signature(bridge.auth_token, url)}
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(url, additional_headers=signed):
+                pass
+        assert refused.value.response.status_code == 403
+
+
 async def test_oversized_frame_closes_with_1009() -> None:
     sim = RealtimeSimulator(script=["agent_short"], api_key=API_KEY)
     env = {"OPENAI_API_KEY": API_KEY, "BRIDGE_MAX_MESSAGE_BYTES": "4096"}

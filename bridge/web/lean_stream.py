@@ -65,7 +65,7 @@ def refusal(services: BridgeServices, headers: Headers) -> str | None:
             return "invalid Twilio signature"
     elif not settings.insecure_dev:
         return "unsigned upgrades are refused"
-    if services.draining:
+    if not services.admission.takes_stream():
         return "draining"
     return None
 
