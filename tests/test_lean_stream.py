@@ -54,6 +54,7 @@ async def _on_asgi(test: Callable[[], Awaitable[None]]) -> None:
 
 # ------------------------------------------------------- the default is the lean path
 
+@pytest.mark.e2e  # a whole call, seconds long
 async def test_whole_calls_use_the_lean_path_by_default() -> None:
     """``serve``'s default (``BRIDGE_STREAM_SERVER=lean``) is what every e2e test runs on."""
     before = LeanStreamProtocol.streams_accepted
@@ -79,6 +80,7 @@ WHOLE_CALLS: dict[str, Callable[[], Awaitable[None]]] = {
 }
 
 
+@pytest.mark.e2e  # a whole call, seconds long
 @pytest.mark.parametrize("name", list(WHOLE_CALLS))
 async def test_e2e_whole_call_on_the_asgi_route(asgi: None, name: str) -> None:
     await _on_asgi(WHOLE_CALLS[name])
@@ -130,6 +132,7 @@ async def test_draining_refuses_new_streams_and_other_routes_still_answer() -> N
         assert LeanStreamProtocol.streams_accepted == before + 1
 
 
+@pytest.mark.e2e  # a whole call, seconds long
 @pytest.mark.parametrize("lean", [True, False], ids=["lean", "asgi"])
 async def test_a_draining_bridge_still_takes_the_stream_of_a_call_it_answered(
     lean: bool,

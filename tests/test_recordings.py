@@ -182,8 +182,13 @@ async def test_recording_matches_what_the_caller_sent_and_heard(tmp_path: Path) 
         assert agree > 0.99 and abs(lag) <= FRAME + 40, (start, end, lag, agree)
     voiced_recorded = int((np.abs(heard_ch) > 64).sum())
     voiced_heard = int((np.abs(heard) > 64).sum())
-    # Twilio lets the frame already sounding finish: up to one frame more per clear.
-    assert 0 <= voiced_heard - voiced_recorded <= FRAME * len(result.clears) + FRAME
+    # At each clear the bridge cuts the recording at its own clock.  Twilio lets the frame
+    # already sounding finish (up to a frame more heard), and its 20 ms playout clock may
+    # have started the stretch up to a frame after the bridge placed it (up to a frame
+    # less heard: seen as 14 samples on a loaded host).  So a frame either way per clear.
+    slack = FRAME * len(result.clears)
+    assert -slack <= voiced_heard - voiced_recorded <= slack + FRAME, (
+        voiced_heard, voiced_recorded)
     discarded = sum(c.discarded_bytes for c in result.clears)
     assert discarded > 8000  # seconds of reply were cut, and are not in the recording
     sent = result.outbound_bytes
