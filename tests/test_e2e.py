@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,8 @@ from bridge.devtools.sim.clips import load_clip
 from bridge.devtools.sim.local_bridge import LocalBridge
 from bridge.devtools.sim.realtime_server import RealtimeSimulator
 from bridge.devtools.sim.twilio_caller import CallResult
+from bridge.tapes.format import load_tape
+from tests.tape_marks import mark_before_truncate
 
 pytestmark = pytest.mark.e2e
 
@@ -271,16 +275,20 @@ async def test_concurrent_calls_keep_their_own_barge_in_accounting() -> None:
     """Ten calls at once, each interrupting at its own moment: every truncate matches
     what that call's caller heard, so no state leaks between calls."""
     sim = RealtimeSimulator(script=["agent_reply"], api_key=API_KEY)
-    async with sim, LocalBridge(sim.url, env={"OPENAI_API_KEY": API_KEY}) as bridge:
-        callers = [
-            await bridge.place_call(
-                script=[(200, "caller_question"), (4200 + 250 * i, "caller_interrupt")],
-                hangup_at_ms=7500 + 250 * i,
-            )
-            for i in range(10)
-        ]
-        results = await asyncio.gather(*(c.run() for c in callers))
-        await sim.wait_for(lambda: sim.open_connections == 0, timeout=2.0)
+    with tempfile.TemporaryDirectory() as tapes:
+        env = {"OPENAI_API_KEY": API_KEY, "BRIDGE_TAPES_DIR": tapes}
+        async with sim, LocalBridge(sim.url, env=env) as bridge:
+            callers = [
+                await bridge.place_call(
+                    script=[(200, "caller_question"), (4200 + 250 * i, "caller_interrupt")],
+                    hangup_at_ms=7500 + 250 * i,
+                )
+                for i in range(10)
+            ]
+            results = await asyncio.gather(*(c.run() for c in callers))
+            await sim.wait_for(lambda: sim.open_connections == 0, timeout=2.0)
+        tape_of = {r.call_sid: load_tape(next(Path(tapes).glob(f"*-{r.call_sid}.jsonl*")))
+                   for r in results}
     by_item = {t.item_id: t for t in sim.truncations}
     assert len(by_item) == 10
     heard = []
@@ -289,7 +297,13 @@ async def test_concurrent_calls_keep_their_own_barge_in_accounting() -> None:
         assert len(result.clears) == 1
         item = next(i for i in by_item if any(f":{i}:" in m.name for m in result.marks))
         ms = item_heard_ms(result, item, result.clears[0].played_position)
-        assert ms - CHUNK_MS - 20 <= by_item[item].audio_end_ms <= ms + 5
+        # Exactly this caller's playback at the last echo its bridge call had (that call's
+        # tape says which), and no more than it had played when the clear came.
+        name = mark_before_truncate(tape_of[result.call_sid].records, item)
+        echoed = next(m for m in result.marks if m.name == name)
+        assert not echoed.cleared
+        assert by_item[item].audio_end_ms == item_heard_ms(result, item, echoed.position)
+        assert by_item[item].audio_end_ms <= ms + 5
         heard.append(ms)
     # The interruptions really happened at different points of the reply.
     assert max(heard) - min(heard) > 1500

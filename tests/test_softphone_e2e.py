@@ -23,6 +23,7 @@ from bridge.devtools.sim.demo import AGENT_SCRIPT, CALLER_SCRIPT, GREETING
 from bridge.devtools.sim.local_bridge import LocalBridge
 from bridge.devtools.sim.realtime_server import RealtimeSimulator
 from tests import browser
+from tests.tape_marks import mark_before_truncate
 
 pytestmark = pytest.mark.e2e
 
@@ -35,19 +36,6 @@ def _level(levels: list[dict[str, Any]], start: float, end: float, who: str = "a
     window = [entry[who] for entry in levels if start <= entry["t"] <= end]
     assert window, f"no level samples between {start:.0f} and {end:.0f} ms"
     return max(window)
-
-
-def _last_mark_before_truncate(tape_lines: list[str]) -> str:
-    """The name of the last mark echo the bridge had received when it sent the truncate."""
-    last: str | None = None
-    for line in tape_lines:
-        record = json.loads(line)
-        if record.get("dir") == "in" and record.get("kind") == "mark":
-            last = record["msg"]["mark"]["name"]
-        elif record.get("dir") == "out" and record.get("kind") == "conversation.item.truncate":
-            assert last is not None, "truncate before any mark echo"
-            return last
-    raise AssertionError("no truncate on the tape")
 
 
 @pytest.fixture
@@ -178,7 +166,7 @@ async def test_softphone_call_and_live_console(
     # the truncate matches the page's playback to within one chunk.  (The page plays on
     # while the clear is in flight, so its position at the clear is further still, by a
     # round trip that depends on the host; that is not the figure the bridge can know.)
-    last_echo = _last_mark_before_truncate(tape_lines)
+    last_echo = mark_before_truncate(map(json.loads, tape_lines[1:]), truncate.item_id)
     echoed = next(m for m in marks if m["name"] == last_echo)
     assert echoed["played"] == echoed["position"] and not echoed["cleared"]
     assert truncate.audio_end_ms == (echoed["position"] - reply_start) / per_ms, (
