@@ -162,7 +162,7 @@ class RealtimeProtocol:
         return ev.AgentTextDone(_str(event, "item_id"), _opt_str(event, "transcript"))
 
     def _truncated(self, event: dict[str, Any]) -> ev.AgentItemTruncated:
-        # Realtime keeps no words of its own: the answer only confirms the cut.
+        # The GA event names no text (the server cuts its own transcript): it confirms.
         return ev.AgentItemTruncated(_str(event, "item_id"))
 
     def _function_call(self, event: dict[str, Any]) -> ev.ToolCallRequested:
