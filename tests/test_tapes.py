@@ -7,6 +7,7 @@ regression test of barge-in, truncation, tools and hang-up there is.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 from pathlib import Path
@@ -190,6 +191,29 @@ async def test_fresh_recording_replays_green(
     assert tape.complete
     assert tape.header["agent"]["greeting"] == "Hello there"
     assert_replays(path)
+
+
+async def test_live_replay_keeps_the_recorded_order_of_model_frames() -> None:
+    """A frame scheduled by a later trigger never overtakes one recorded before it,
+    even when its own delay is shorter (a late trigger on a loaded host)."""
+    from bridge.devtools.tapes.live import _Sender
+
+    class Socket:
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+
+        async def send(self, text: str) -> None:
+            self.sent.append(text)
+
+    ws = Socket()
+    sender = _Sender(ws)
+    running = asyncio.create_task(sender.run())
+    sender.schedule([(0, "delta 1"), (60, "delta 2")])
+    await asyncio.sleep(0.02)
+    sender.schedule([(0, "delta 3")])  # the next trigger: due now, recorded after delta 2
+    await asyncio.sleep(0.15)
+    running.cancel()
+    assert ws.sent == ["delta 1", "delta 2", "delta 3"]
 
 
 @pytest.mark.e2e

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import itertools
 import json
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,34 +95,38 @@ def model_script(tape: Tape) -> dict[int, list[tuple[int, str]]]:
 
 
 class _Sender:
-    """Sends scheduled frames in due-time order on one connection."""
+    """Sends scheduled frames on one connection, each at its due time and all in the
+    order they were scheduled (the tape's order).
+
+    A frame never overtakes one recorded before it: a real model's stream is ordered,
+    and on a loaded host the triggers come late by different amounts, so due times
+    alone would swap neighbouring audio deltas of one response."""
 
     def __init__(self, ws: Any) -> None:
         self.ws = ws
-        self._heap: list[tuple[float, int, str]] = []
-        self._seq = itertools.count()
+        self._queue: deque[tuple[float, str]] = deque()
+        self._last_due = 0.0
         self._wake = asyncio.Event()
 
     def schedule(self, frames: list[tuple[int, str]]) -> None:
         now = asyncio.get_running_loop().time()
         for delay, text in frames:
-            heapq.heappush(self._heap, (now + delay / 1000, next(self._seq), text))
+            self._last_due = max(self._last_due, now + delay / 1000)
+            self._queue.append((self._last_due, text))
         self._wake.set()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._heap:
+            if not self._queue:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            due, _, text = self._heap[0]
+            due, text = self._queue[0]
             if due > loop.time():
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), due - loop.time())
+                await asyncio.sleep(due - loop.time())
                 continue
-            heapq.heappop(self._heap)
+            self._queue.popleft()
             await self.ws.send(text)
 
 
