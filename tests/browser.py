@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 CHROMIUM = os.environ.get("BRIDGE_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
 
@@ -27,6 +29,17 @@ def missing() -> str | None:
     except ImportError:
         return "the playwright package is not installed (pip install -e '.[dev]')"
     return None
+
+
+@pytest.fixture
+def chromium_or_skip() -> None:
+    """Skip with the reason when the browser is missing; fail instead where CI installed
+    it (``BRIDGE_TEST_BROWSER=require``), so a broken install cannot pass as skipped."""
+    reason = missing()
+    if reason:
+        if os.environ.get("BRIDGE_TEST_BROWSER") == "require":
+            pytest.fail(reason)
+        pytest.skip(reason)
 
 
 def flags(fake_audio: Path | None, *, allow_microphone: bool = True) -> list[str]:

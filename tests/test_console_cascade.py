@@ -10,7 +10,6 @@ Real sockets throughout: the Twilio caller simulator, the bridge with
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from bridge.devtools.sim.clips import clip_text, load_clip
 from bridge.devtools.sim.local_bridge import LocalBridge
 from bridge.store.records import LATENCY_SPANS
 from tests import browser
-from tests.sse import read_events
+from tests.sse import watch_one_call
 
 pytestmark = pytest.mark.e2e
 
@@ -50,19 +49,9 @@ async def test_the_console_streams_and_serves_each_cascade_turns_latency(tmp_pat
             LocalBridge(NO_REALTIME, env=_env(token, tmp_path, standins)) as bridge:
         async with httpx.AsyncClient(base_url=bridge.base_url, timeout=60) as client:
             await client.post("/login", data={"token": token})
-            calls: list[dict[str, Any]] = []
-            timeline: list[dict[str, Any]] = []
-            async with client.stream("GET", "/console/events") as stream:
-                lines = stream.aiter_lines()
-                caller = await bridge.place_call(script=SCRIPT, duration_ms=DURATION_MS)
-                call = asyncio.create_task(caller.run())
-                await asyncio.wait_for(read_events(lines, calls, "call_started"), 10)
-                call_id = calls[-1]["call_id"]
-                async with client.stream("GET", f"/console/events/{call_id}") as one:
-                    await asyncio.wait_for(
-                        read_events(one.aiter_lines(), timeline, "call_ended"), 45
-                    )
-                await call
+            watched = await watch_one_call(client, lambda: bridge.place_call(
+                script=SCRIPT, duration_ms=DURATION_MS))
+            call_id, timeline = watched.call_id, watched.timeline
             detail = (await client.get(f"/api/calls/{call_id}")).json()
         history = [r.body for r in standins.rest.chat_requests]
         store = bridge.services.store
@@ -101,15 +90,6 @@ async def test_the_console_streams_and_serves_each_cascade_turns_latency(tmp_pat
     assert clip_text("agent_reply").startswith(cut[-1]["text"])
     api_line = next(t for t in detail["turns"] if t["seq"] == cut[0]["seq"])
     assert api_line["text"] == cut[-1]["text"]
-
-
-@pytest.fixture
-def chromium_or_skip() -> None:
-    reason = browser.missing()
-    if reason:
-        if os.environ.get("BRIDGE_TEST_BROWSER") == "require":  # CI installed it: must run
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 async def test_the_console_page_renders_the_latency_breakdown(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-from typing import Any
 
 import httpx
 import pytest
@@ -13,7 +11,7 @@ from bridge.devtools.sim.clips import clip_text
 from bridge.devtools.sim.demo import AGENT_SCRIPT, CALL_LIMIT_MS, CALLER_SCRIPT, GREETING
 from bridge.devtools.sim.local_bridge import LocalBridge
 from bridge.devtools.sim.realtime_server import RealtimeSimulator
-from tests.sse import read_events
+from tests.sse import watch_one_call
 
 pytestmark = pytest.mark.e2e
 
@@ -29,22 +27,11 @@ async def test_live_calls_and_one_calls_timeline_are_pushed(tmp_path) -> None:
     async with sim, LocalBridge(sim.url, env=env) as bridge:
         async with httpx.AsyncClient(base_url=bridge.base_url, timeout=60) as client:
             await client.post("/login", data={"token": token})
-            calls: list[dict[str, Any]] = []
-            timeline: list[dict[str, Any]] = []
-            async with client.stream("GET", "/console/events") as stream:
-                assert stream.headers["content-type"].startswith("text/event-stream")
-                lines = stream.aiter_lines()
-                caller = await bridge.place_call(script=CALLER_SCRIPT, duration_ms=CALL_LIMIT_MS)
-                call = asyncio.create_task(caller.run())
-                await asyncio.wait_for(read_events(lines, calls, "call_started"), 10)
-                call_id = calls[-1]["call_id"]
-                # Joining the call mid-way starts from a snapshot of what already happened.
-                async with client.stream("GET", f"/console/events/{call_id}") as one:
-                    await asyncio.wait_for(
-                        read_events(one.aiter_lines(), timeline, "call_ended"), 45
-                    )
-                await asyncio.wait_for(read_events(lines, calls, "call_ended"), 10)
-                result = await call
+            watched = await watch_one_call(client, lambda: bridge.place_call(
+                script=CALLER_SCRIPT, duration_ms=CALL_LIMIT_MS))
+    assert watched.content_type.startswith("text/event-stream")
+    call_id, calls, timeline, result = (
+        watched.call_id, watched.calls, watched.timeline, watched.result)
     assert calls[0] == {"type": "snapshot", "calls": []}
     started = calls[1]["call"]
     assert started["leg"] == "twilio" and started["caller"] == "+15550001111"

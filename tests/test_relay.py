@@ -189,13 +189,21 @@ async def until(predicate: Any, timeout: float = 2.0) -> None:
         await asyncio.sleep(0.005)
 
 
-async def test_a_turn_through_the_driver() -> None:
+async def connected_call(
+    socket: MemorySocket, call_sid: str
+) -> tuple[MemoryModel, asyncio.Task[str]]:
+    """A call served on ``socket`` through the driver, started, its model connected;
+    returns that model connection and the task serving the call."""
     svc, backend = services()
-    socket = MemorySocket()
     run = asyncio.create_task(svc.serve_stream(socket))
-    start(socket, svc, "CA01")
+    start(socket, svc, call_sid)
     await until(lambda: backend.connections)
-    model = backend.connections[0]
+    return backend.connections[0], run
+
+
+async def test_a_turn_through_the_driver() -> None:
+    socket = MemorySocket()
+    model, run = await connected_call(socket, "CA01")
     socket.push({"event": "media", "media": {"payload": AUDIO}})
     await until(lambda: any(isinstance(a, AppendAudio) for a in model.received))
     assert isinstance(model.received[0], ConfigureSession)
@@ -220,12 +228,8 @@ async def test_a_forged_stream_never_reaches_the_model() -> None:
 
 
 async def test_a_stalled_caller_socket_does_not_hold_up_the_model_side() -> None:
-    svc, backend = services()
     socket = MemorySocket()
-    run = asyncio.create_task(svc.serve_stream(socket))
-    start(socket, svc, "CA02")
-    await until(lambda: backend.connections)
-    model = backend.connections[0]
+    model, run = await connected_call(socket, "CA02")
     socket.stall()
     model.inbox.put_nowait(ev.ResponseStarted("r1"))
     for _ in range(5):
@@ -282,12 +286,8 @@ async def test_a_socket_that_never_starts_is_closed() -> None:
 
 
 async def test_without_rest_credentials_a_hang_up_closes_the_stream() -> None:
-    svc, backend = services()
     socket = MemorySocket()
-    run = asyncio.create_task(svc.serve_stream(socket))
-    start(socket, svc, "CA05")
-    await until(lambda: backend.connections)
-    model = backend.connections[0]
+    model, run = await connected_call(socket, "CA05")
     model.inbox.put_nowait(ev.SessionConfigured("audio/pcmu", "audio/pcmu"))
     model.inbox.put_nowait(ev.ToolCallRequested("c1", "hang_up", "{}", None))
     # The tool asks for a goodbye first; the model says it and the caller hears it.
@@ -304,12 +304,8 @@ async def test_without_rest_credentials_a_hang_up_closes_the_stream() -> None:
 async def test_push_delivery_pauses_the_caller_while_the_model_is_backed_up() -> None:
     """On the push path (no reader task) a backed-up model socket pauses reading the
     caller until it drains; nothing is lost or reordered, and the call ends normally."""
-    svc, backend = services()
     socket = PushMemorySocket()
-    run = asyncio.create_task(svc.serve_stream(socket))
-    start(socket, svc, "CA07")
-    await until(lambda: backend.connections)
-    model = backend.connections[0]
+    model, run = await connected_call(socket, "CA07")
     await until(lambda: socket.handler is not None)
     model.backed_up = True
     for i in range(3):

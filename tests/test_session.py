@@ -86,16 +86,20 @@ def test_normal_turn_forwards_audio_both_ways_with_a_mark_per_chunk() -> None:
     assert not to_twilio(call.actions, "clear")
 
 
+def _eight_word_reply(call: ScriptedCall) -> list[str]:
+    """A 400 ms reply ("item_a", four 100 ms chunks) whose whole text came first, as a
+    cascade sends a sentence when its audio starts; returns the chunks' mark names."""
+    call.response_created()
+    names = [marks(call.delta("item_a", 800))[0] for _ in range(4)]
+    call.model("response.output_audio_transcript.done", item_id="item_a",
+               transcript="one two three four five six seven eight")
+    return names
+
+
 def test_barge_in_mid_reply_truncates_at_what_was_heard() -> None:
     call = ScriptedCall()
     call.start()
-    call.response_created()
-    names = [marks(call.delta("item_a", 800))[0] for _ in range(4)]  # 4 x 100 ms
-    call.model(
-        "response.output_audio_transcript.done",
-        item_id="item_a",
-        transcript="one two three four five six seven eight",
-    )
+    names = _eight_word_reply(call)
     call.mark(names[0])
     call.mark(names[1])  # 200 ms heard
     out = call.at(500).speech_started()
@@ -127,11 +131,7 @@ def test_barge_in_mid_reply_truncates_at_what_was_heard() -> None:
 def test_the_backends_heard_text_restates_the_truncated_line_under_its_seq() -> None:
     call = ScriptedCall()
     call.start()
-    call.response_created()
-    names = [marks(call.delta("item_a", 800))[0] for _ in range(4)]
-    # The whole text came first (as a cascade sends a sentence when its audio starts).
-    call.model("response.output_audio_transcript.done", item_id="item_a",
-               transcript="one two three four five six seven eight")
+    names = _eight_word_reply(call)
     call.mark(names[0])
     call.mark(names[1])
     out = call.at(500).speech_started()
@@ -150,10 +150,7 @@ def test_the_backends_heard_text_restates_the_truncated_line_under_its_seq() -> 
 def test_a_realtime_truncated_answer_keeps_the_estimate_and_ends_the_wait() -> None:
     call = ScriptedCall()
     call.start()
-    call.response_created()
-    names = [marks(call.delta("item_a", 800))[0] for _ in range(4)]
-    call.model("response.output_audio_transcript.done", item_id="item_a",
-               transcript="one two three four five six seven eight")
+    names = _eight_word_reply(call)
     call.mark(names[0])
     cut = next(a for a in call.at(500).speech_started() if isinstance(a, TranscriptLine))
     assert call.core.transcript.confirmed_lines() == cut.seq - 1
@@ -170,10 +167,7 @@ def test_a_standby_opened_before_the_truncate_is_answered_gets_the_answered_line
     call = ScriptedCall(rollover_after_ms=60_000)
     call.start()
     call.event(ev.CallerTranscribed("item_user_0", "tell me a story"))
-    call.response_created()
-    names = [marks(call.delta("item_a", 800))[0] for _ in range(4)]
-    call.model("response.output_audio_transcript.done", item_id="item_a",
-               transcript="one two three four five six seven eight")
+    names = _eight_word_reply(call)
     call.mark(names[0])
     call.mark(names[1])
     call.at(500).speech_started()

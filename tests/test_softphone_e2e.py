@@ -9,7 +9,6 @@ simulator's caller clips.  The console is open in a second tab throughout.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import wave
 from pathlib import Path
@@ -36,15 +35,6 @@ def _level(levels: list[dict[str, Any]], start: float, end: float, who: str = "a
     window = [entry[who] for entry in levels if start <= entry["t"] <= end]
     assert window, f"no level samples between {start:.0f} and {end:.0f} ms"
     return max(window)
-
-
-@pytest.fixture
-def chromium_or_skip() -> None:
-    reason = browser.missing()
-    if reason:
-        if os.environ.get("BRIDGE_TEST_BROWSER") == "require":  # CI installed it: must run
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 @pytest.mark.parametrize("encoding", ["mulaw", "pcm16"])

@@ -77,7 +77,7 @@ async def test_hostile_frames_never_end_a_softphone_call(encoding: str) -> None:
                           "customParameters": {**grant["parameters"], "From": "browser"}},
             }))
             reader = asyncio.create_task(_play_like_the_page(ws, stream_sid, agent_lines))
-            await _until(lambda: len(agent_lines) >= 1, 15, "the greeting")
+            await sim.wait_for(lambda: len(agent_lines) >= 1, timeout=15)  # the greeting
 
             for i, frame in enumerate(hostile_frames(29, FRAMES)):
                 await ws.send(frame)
@@ -91,12 +91,12 @@ async def test_hostile_frames_never_end_a_softphone_call(encoding: str) -> None:
                 await ws.send(json.dumps({
                     "event": "media", "sequenceNumber": str(seq), "streamSid": stream_sid,
                     "media": {"track": "inbound", "payload": payload}}))
-            await _until(lambda: len(agent_lines) >= 2, 20, "the answer after the barrage")
+            await sim.wait_for(lambda: len(agent_lines) >= 2, timeout=20)  # the answer
             await ws.send(json.dumps({"event": "stop", "streamSid": stream_sid}))
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
-        await _until(lambda: not bridge.services.active, 5, "the call to end")
+        await sim.wait_for(lambda: not bridge.services.active, timeout=5)
         bad_frames = bridge.services.metrics.value("bridge_bad_frames_total")
     assert agent_lines[1] == clip_text("agent_reply")
     assert sim.connection_count == 1  # one model session throughout: nothing reconnected
@@ -116,9 +116,3 @@ async def _play_like_the_page(
         elif frame.get("event") == "transcript" and frame["transcript"]["speaker"] == "agent":
             agent_lines.append(frame["transcript"]["text"])
 
-
-async def _until(condition: Any, timeout: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
