@@ -109,7 +109,8 @@ async def test_the_console_page_renders_the_latency_breakdown(
         row = await console.wait_for_selector("#live tr[data-call-id^='CA']", timeout=10_000)
         assert row is not None
         call_id = await row.get_attribute("data-call-id")
-        await row.click()
+        # A locator, not the handle: the list re-renders its rows as the call's state moves.
+        await console.locator(f"#live tr[data-call-id='{call_id}']").click()
         # Live: the first answer's breakdown appears on the timeline as it happens.
         entry = await console.wait_for_selector(
             "#detail-timeline [data-kind='latency_breakdown']", timeout=20_000)
@@ -120,7 +121,7 @@ async def test_the_console_page_renders_the_latency_breakdown(
         past = await console.wait_for_selector(f"#past tr[data-call-id='{call_id}']",
                                                timeout=10_000)
         assert past is not None
-        await past.click()
+        await console.locator(f"#past tr[data-call-id='{call_id}']").click()
         await console.wait_for_function(
             "window.consoleDebug.latency !== null && window.consoleDebug.latency.length >= 2",
             timeout=10_000)
