@@ -114,9 +114,8 @@ class LeanCallerSocket:
             handler(message)
             return
         self._inbox.append(message)
-        if len(self._inbox) >= READ_HIGH_WATER and not self._read_paused:
-            self._read_paused = True
-            self.transport.pause_reading()
+        if len(self._inbox) >= READ_HIGH_WATER:
+            self.pause_reading()
         self._wake()
 
     def _after_protocol_step(self) -> None:
@@ -246,9 +245,8 @@ class LeanCallerSocket:
             self._waiter = self._loop.create_future()
             await self._waiter
         message = inbox.popleft()
-        if self._read_paused and len(inbox) <= READ_LOW_WATER and not self._lost:
-            self._read_paused = False
-            self.transport.resume_reading()
+        if self._read_paused and len(inbox) <= READ_LOW_WATER:
+            self.resume_reading()
         return message
 
     def send_now(self, text: str) -> bool:
