@@ -42,24 +42,18 @@ log = logging.getLogger("bridge.operator")
 
 
 
+def line_fields(line: TranscriptLine) -> dict[str, Any]:
+    """A transcript line as both the page and the console receive it; ``seq`` lets
+    either replace a line the core restated (``AgentItemTruncated``)."""
+    return {"speaker": line.speaker, "text": line.text, "start_ms": line.start_ms,
+            "end_ms": line.end_ms, "interrupted": line.interrupted, "seq": line.seq}
+
+
 def observed_frame(action: Observed | TranscriptLine) -> str:
     """The page frame for one timeline or transcript value (what ``observe()`` returns)."""
     if isinstance(action, TranscriptLine):
-        return json.dumps(
-            {
-                "event": "transcript",
-                "transcript": {
-                    "speaker": action.speaker,
-                    "text": action.text,
-                    "start_ms": action.start_ms,
-                    "end_ms": action.end_ms,
-                    "interrupted": action.interrupted,
-                    "item_id": action.item_id,
-                    "seq": action.seq,
-                    "final": True,
-                },
-            }
-        )
+        transcript = {**line_fields(action), "item_id": action.item_id, "final": True}
+        return json.dumps({"event": "transcript", "transcript": transcript})
     return json.dumps(
         {"event": "observed", "observed": {"kind": action.kind, "call_ms": action.call_ms,
                                            **action.data}}
@@ -103,12 +97,7 @@ class CallTap:
     def emit(self, value: Observed | TranscriptLine) -> None:
         if self.bus is not None and self.call_id is not None:
             if isinstance(value, TranscriptLine):
-                self.bus.moment(
-                    self.call_id,
-                    {"type": "transcript", "speaker": value.speaker, "text": value.text,
-                     "start_ms": value.start_ms, "end_ms": value.end_ms,
-                     "interrupted": value.interrupted, "seq": value.seq},
-                )
+                self.bus.moment(self.call_id, {"type": "transcript", **line_fields(value)})
             else:
                 self.bus.moment(
                     self.call_id,
