@@ -125,7 +125,7 @@ def _cmd_reference(args: argparse.Namespace, opts: Any) -> int:
     """Pairs of (this bridge, reference) runs; see bridge.devtools.bench.reference."""
     import json
 
-    from bridge.devtools.bench.load import run_bench, summary_line
+    from bridge.devtools.bench.load import run_bench
     from bridge.devtools.bench.reference import (
         ReferenceEnvError,
         median_line,
@@ -134,6 +134,7 @@ def _cmd_reference(args: argparse.Namespace, opts: Any) -> int:
         reference_options,
         reference_python,
         run_pair,
+        side_line,
     )
 
     if args.pairs < 1:
@@ -146,7 +147,7 @@ def _cmd_reference(args: argparse.Namespace, opts: Any) -> int:
         return 3
     if args.reference_only:
         ref = run_bench(reference_options(opts, args.reference, python))
-        print(summary_line(ref).replace("bench:", "bench[reference]:", 1), flush=True)
+        print(side_line(ref, "reference"), flush=True)
         if args.json_path:
             with open(args.json_path, "w", encoding="utf-8") as f:
                 f.write(json.dumps(ref, indent=2, default=str) + "\n")

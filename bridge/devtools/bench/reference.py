@@ -202,9 +202,13 @@ def ratio_line(pair: dict[str, Any], prefix: str = "bench: reference/this",
             f"host_marker_us_per_frame={mb}/{ma} (resampler up, {marker_label}, bridge core)")
 
 
+def side_line(summary: dict[str, Any], side: str) -> str:
+    """One bridge's summary line, labelled with which side of the pair it is."""
+    return summary_line(summary).replace("bench:", f"bench[{side}]:", 1)
+
+
 def pair_lines(pair: dict[str, Any]) -> list[str]:
-    lines = [summary_line(pair["this"]).replace("bench:", "bench[this]:", 1),
-             summary_line(pair["reference"]).replace("bench:", "bench[reference]:", 1)]
+    lines = [side_line(pair["this"], "this"), side_line(pair["reference"], "reference")]
     if "floor" in pair:
         from bridge.devtools.bench.floor import FloorResult
 
