@@ -322,12 +322,16 @@ async def test_oversized_frame_closes_only_that_call_with_a_clear_code() -> None
         ) as bridge,
     ):
         hostile = await bridge.place_call(duration_ms=5000)
-        good = await bridge.place_call(script=[(300, "caller_question")], hangup_at_ms=7000)
+        # The good call hangs up once it has heard the whole answer, not at a fixed time
+        # that a loaded host can beat (its 7 s used to leave 0.7 s after the answer).
+        good = await bridge.place_call(script=[(300, "caller_question")], duration_ms=20_000)
         good_run = asyncio.create_task(good.run())
         hostile_run = asyncio.create_task(hostile.run())
         await asyncio.sleep(0.5)
         await hostile.send_raw('{"event": "media", "media": {"payload": "' + "A" * 100_000 + '"}}')
         hostile_result = await hostile_run
+        await sim.wait_for(lambda: load_clip("agent_short") in good.result.heard, timeout=15)
+        await good.hangup()
         good_result = await good_run
     assert (hostile_result.closed_by, hostile_result.close_code) == ("server", 1009), (
         hostile_result.error,
